@@ -1,0 +1,79 @@
+"""varlen_attention: softmax attention inside each sequence of a packed batch."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._common import check_cu_seqlens, compute_dtype, resolve_backend
+
+
+def band_mask(length: int, causal: bool, window: int | None, device: torch.device) -> Tensor | None:
+    """Which keys each query may see in one sequence: `[L, L]` bool (True = attend), None = all."""
+    if window is None and not causal:
+        return None
+    offset = torch.arange(length, device=device)
+    dist = offset[:, None] - offset[None, :]
+    allowed = dist >= 0 if causal else torch.ones_like(dist, dtype=torch.bool)
+    if window is not None:
+        allowed &= dist.abs() <= window
+    return allowed
+
+
+def varlen_attention_torch(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    cu_seqlens: Tensor,
+    causal: bool = False,
+    window: int | None = None,
+    scale: float | None = None,
+) -> Tensor:
+    """Reference: SDPA on each sequence in turn; `q, k [T, H, Dh]`, `v [T, H, Dv]` → `[T, H, Dv]`.
+
+    Work and memory are per sequence (at most `L_max × L_max` scores), computed in float32.
+    """
+    dtype = compute_dtype(q.dtype)
+    qf, kf, vf = (t.to(dtype).transpose(0, 1) for t in (q, k, v))
+    bounds = cu_seqlens.tolist()
+    outs = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        if end == start:
+            continue
+        mask = band_mask(end - start, causal, window, q.device)
+        outs.append(
+            F.scaled_dot_product_attention(
+                qf[:, start:end], kf[:, start:end], vf[:, start:end], attn_mask=mask, scale=scale
+            )
+        )
+    out = torch.cat(outs, dim=1) if outs else vf[:, :0] * 0.0
+    return out.transpose(0, 1).to(q.dtype)
+
+
+def varlen_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    cu_seqlens: Tensor,
+    causal: bool = False,
+    window: int | None = None,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> Tensor:
+    """Attention within each sequence of a packed batch: `q, k [T, H, Dh]`, `v [T, H, Dv]` → `[T, H, Dv]`.
+
+    A token attends only to tokens of its own sequence; `causal` hides later keys; `window=w` keeps
+    keys at distance ≤ w (to the left only when causal); `scale` defaults to `1/sqrt(Dh)`. No
+    attention matrix spans more than one sequence. Differentiable in `q`, `k`, `v`.
+    """
+    if q.dim() != 3 or k.shape != q.shape or v.dim() != 3 or v.shape[:2] != q.shape[:2]:
+        raise ValueError(
+            "varlen_attention: q, k must be [T, H, Dh] and v [T, H, Dv], got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 0):
+        raise ValueError(f"varlen_attention: window must be a non-negative int or None, got {window!r}")
+    check_cu_seqlens(cu_seqlens, q.shape[0])
+    resolve_backend(backend, "varlen_attention")
+    return varlen_attention_torch(q, k, v, cu_seqlens, causal, window, scale)
