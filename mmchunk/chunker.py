@@ -1,0 +1,168 @@
+"""Dynamic chunking (H-Net, Hwang, Wang & Gu 2025): routing, downsample, dechunk, ratio loss."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmchunk.kernels import boundary_probs, ema_scan, segment_reduce
+from mmchunk.ragged import Ragged
+
+POOLINGS = ("boundary", "mean")
+
+
+@dataclass
+class ChunkerOutput:
+    """What routing and downsampling produced, and what dechunk needs to return to tokens.
+
+    chunks:        Ragged `[C, D]` chunk vectors; time span `[t0, t1]` and modality per chunk when
+                   the input carried them.
+    boundary_mask: `[T]` bool, `b_t`: token `t` opens a chunk.
+    probs:         `[T]` float, `p_t`, the boundary probability.
+    chunk_index:   `[T]` int64, the chunk (row of `chunks.values`) each token belongs to.
+    residual:      `[T, D]` the chunker's input, for dechunk's residual path.
+    """
+
+    chunks: Ragged
+    boundary_mask: Tensor
+    probs: Tensor
+    chunk_index: Tensor
+    residual: Tensor
+
+    @property
+    def compression(self) -> float:
+        """Tokens per chunk over the whole batch (T / C; 0 for an empty batch)."""
+        return self.residual.shape[0] / max(self.chunks.num_tokens, 1)
+
+
+def straight_through_ones(x: Tensor) -> Tensor:
+    """STE: forward value 1, gradient of `x` passes unchanged."""
+    return 1.0 + x - x.detach()
+
+
+def ratio_loss(boundary_mask: Tensor, probs: Tensor, target_N: float) -> Tensor:
+    """H-Net ratio loss `N/(N−1)·((N−1)·F·G + (1−F)·(1−G))`, `F = mean(b)` (no gradient), `G = mean(p)`.
+
+    `boundary_mask [T]`, `probs [T]` → scalar; minimum 1 at `F = G = 1/N`. Weight it (α ≈ 0.03)
+    yourself. An empty batch gives 0.
+    """
+    if target_N <= 1:
+        raise ValueError(f"ratio_loss: target_N must be > 1 (tokens per chunk), got {target_N}")
+    if boundary_mask.shape != probs.shape or boundary_mask.dim() != 1:
+        raise ValueError(
+            f"ratio_loss: boundary_mask and probs must both be [T], got "
+            f"{tuple(boundary_mask.shape)} and {tuple(probs.shape)}"
+        )
+    if probs.numel() == 0:
+        return probs.float().sum()
+    n = float(target_N)
+    f = boundary_mask.float().mean()
+    g = probs.float().mean()
+    return n / (n - 1.0) * ((n - 1.0) * f * g + (1.0 - f) * (1.0 - g))
+
+
+def chunk_targets(chunk_rate_hz: float, native_rates_hz: Mapping[str, float]) -> dict[str, float]:
+    """Per-modality compression targets `N_m = native_rate_m / R` from one shared chunk rate `R` in Hz.
+
+    One `R` for all modalities puts their chunks on a common time grid whatever their native rates.
+    """
+    if chunk_rate_hz <= 0:
+        raise ValueError(f"chunk_targets: chunk rate must be > 0 Hz, got {chunk_rate_hz}")
+    targets = {}
+    for name, rate in native_rates_hz.items():
+        n = rate / chunk_rate_hz
+        if n <= 1:
+            raise ValueError(
+                f"chunk_targets: modality {name!r} runs at {rate} Hz, not above the chunk rate "
+                f"{chunk_rate_hz} Hz, so it cannot be compressed (target N = {n:.3g} <= 1)"
+            )
+        targets[name] = n
+    return targets
+
+
+class DynamicChunker(nn.Module):
+    """H-Net dynamic chunking layer: routing module + downsampler, with `dechunk` for the way back.
+
+    Routing: `q = W_q x`, `k = W_k x` (identity at init), `p_t = clamp((1 − cos(q_t, k_{t−1}))/2, 0, 1)`,
+    `p = 1` at sequence starts, boundary `b_t = p_t > 0.5` (H-Net's argmax rule: 0.5 exactly is not
+    a boundary, so a stretch of zero vectors is not split). Downsample: keep the boundary tokens
+    (`pooling="boundary"`, H-Net) or average each chunk (`pooling="mean"`). With `num_modalities`,
+    a zero-initialised modality embedding is added to the routing input of tokens that carry one.
+    """
+
+    def __init__(
+        self, dim: int, *, pooling: str = "boundary", num_modalities: int = 0, backend: str = "auto"
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"DynamicChunker: pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.dim, self.pooling, self.backend = dim, pooling, backend
+        self.q_proj = nn.Linear(dim, dim, bias=False)
+        self.k_proj = nn.Linear(dim, dim, bias=False)
+        self.residual_proj = nn.Linear(dim, dim)
+        self.modality_embedding = nn.Embedding(num_modalities, dim) if num_modalities else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Routing projections to identity, residual projection and modality embedding to zero."""
+        with torch.no_grad():
+            self.q_proj.weight.copy_(torch.eye(self.dim))
+            self.k_proj.weight.copy_(torch.eye(self.dim))
+            self.residual_proj.weight.zero_()
+            self.residual_proj.bias.zero_()
+            if self.modality_embedding is not None:
+                self.modality_embedding.weight.zero_()
+
+    def routing(self, x: Ragged) -> Tensor:
+        """Boundary probabilities `p [T]` of the tokens of `x [T, D]`."""
+        h = x.values
+        if self.modality_embedding is not None and x.modality is not None:
+            h = h + self.modality_embedding(x.modality)
+        return boundary_probs(self.q_proj(h), self.k_proj(h), x.cu_seqlens, backend=self.backend)
+
+    def forward(self, x: Ragged) -> ChunkerOutput:
+        """Route and downsample `x [T, D]` into chunks `[C, D]`."""
+        if x.values.dim() != 2 or x.values.shape[1] != self.dim:
+            raise ValueError(f"DynamicChunker: expected values [T, {self.dim}], got {tuple(x.values.shape)}")
+        probs = self.routing(x)
+        boundary_mask = probs > 0.5
+        counts = F.pad(boundary_mask.cumsum(0), (1, 0))
+        chunk_index = counts[1:] - 1
+        first = boundary_mask.nonzero().squeeze(1)
+        last = F.pad(first[1:], (0, 1), value=x.num_tokens) - 1
+        token_cu = F.pad(first, (0, 1), value=x.num_tokens).int()
+        if self.pooling == "mean":
+            values = segment_reduce(x.values, token_cu, "mean", backend=self.backend)
+        else:
+            values = x.values[first]
+        chunks = Ragged(
+            values,
+            counts[x.cu_seqlens.long()].int(),
+            t_start=None if x.t_start is None else x.t_start[first],
+            t_end=None if x.t_end is None else x.t_end[last],
+            modality=None if x.modality is None else x.modality[first],
+        )
+        return ChunkerOutput(chunks, boundary_mask, probs, chunk_index, x.values)
+
+    def dechunk(self, z: Tensor | Ragged, out: ChunkerOutput) -> Tensor:
+        """Chunk outputs `z [C, D]` back to tokens `[T, D]`.
+
+        EMA smoothing over chunks `z̄_c = P_c·ẑ_c + (1 − P_c)·z̄_{c−1}` (reset per sequence), repeat
+        each chunk over its tokens, scale by the confidence `c_t = p_t^b_t·(1 − p_t)^(1−b_t)` through
+        an STE (forward 1), add the zero-initialised residual projection of the chunker's input.
+        """
+        values = z.values if isinstance(z, Ragged) else z
+        if values.shape != out.chunks.values.shape[:1] + (self.dim,):
+            raise ValueError(
+                f"DynamicChunker.dechunk: expected [{out.chunks.num_tokens}, {self.dim}], got "
+                f"{tuple(values.shape)}"
+            )
+        chunk_probs = out.probs[out.boundary_mask]
+        smoothed = ema_scan(values, chunk_probs, out.chunks.cu_seqlens, backend=self.backend)
+        confidence = torch.where(out.boundary_mask, out.probs, 1.0 - out.probs)
+        upsampled = smoothed[out.chunk_index] * straight_through_ones(confidence)[:, None].to(values.dtype)
+        return upsampled + self.residual_proj(out.residual)
