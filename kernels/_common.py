@@ -24,9 +24,11 @@ def check_cu_seqlens(cu_seqlens: Tensor, total: int, name: str = "cu_seqlens") -
         raise ValueError(f"{name}[0] must be 0, got {cu[0]}")
     for i in range(1, len(cu)):
         if cu[i] < cu[i - 1]:
-            raise ValueError(f"{name} must be non-decreasing: {name}[{i}]={cu[i]} < {name}[{i - 1}]={cu[i - 1]}")
+            raise ValueError(
+                f"{name} must be non-decreasing: {name}[{i}]={cu[i]} < {name}[{i - 1}]={cu[i - 1]}"
+            )
     if cu[-1] != total:
-        raise ValueError(f"{name}[-1] must equal the number of tokens {total}, got {cu[-1]}")
+        raise ValueError(f"{name}[-1] = {cu[-1]} must equal the number of tokens T = {total}")
 
 
 def seq_lengths(cu_seqlens: Tensor) -> Tensor:

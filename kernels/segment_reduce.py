@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from ._common import check_cu_seqlens, compute_dtype, resolve_backend, segment_ids, seq_lengths
@@ -30,9 +29,7 @@ def segment_reduce_torch(values: Tensor, cu_seqlens: Tensor, reduce: str = "mean
     return out.to(values.dtype)
 
 
-def segment_reduce(
-    values: Tensor, cu_seqlens: Tensor, reduce: str = "mean", backend: str = "auto"
-) -> Tensor:
+def segment_reduce(values: Tensor, cu_seqlens: Tensor, reduce: str = "mean", backend: str = "auto") -> Tensor:
     """Reduce each sequence of a packed batch: `values [T, ...]`, `cu_seqlens [B+1]` → `[B, ...]`.
 
     `reduce` is "mean", "sum" or "max"; an empty sequence gives zeros. Differentiable.

@@ -156,7 +156,7 @@ class DynamicChunker(nn.Module):
         an STE (forward 1), add the zero-initialised residual projection of the chunker's input.
         """
         values = z.values if isinstance(z, Ragged) else z
-        if values.shape != out.chunks.values.shape[:1] + (self.dim,):
+        if values.shape != (*out.chunks.values.shape[:1], self.dim):
             raise ValueError(
                 f"DynamicChunker.dechunk: expected [{out.chunks.num_tokens}, {self.dim}], got "
                 f"{tuple(values.shape)}"

@@ -72,7 +72,9 @@ def synth_clip(gen: torch.Generator, sample_rate: int = SAMPLE_RATE) -> tuple[Te
     tail = round(uniform(0.25, 0.6) * sample_rate)
     pieces.append(torch.zeros(tail, dtype=torch.float64))
     segments.append(Segment("silence", round(t, 4), round(t + tail / sample_rate, 4)))
-    wave = torch.cat(pieces) + NOISE_FLOOR * torch.randn(sum(map(len, pieces)), generator=gen, dtype=torch.float64)
+    wave = torch.cat(pieces) + NOISE_FLOOR * torch.randn(
+        sum(map(len, pieces)), generator=gen, dtype=torch.float64
+    )
     return wave.float(), segments
 
 
@@ -100,7 +102,9 @@ def run_demo(seed: int = 0, num_clips: int = 4) -> dict:
     clips = [synth_clip(gen) for _ in range(num_clips)]
     frames = [log_mel_frames(wave) for wave, _ in clips]
     batch = Ragged.from_list(
-        [f for f, _, _ in frames], t_start=[s for _, s, _ in frames], t_end=[e for _, _, e in frames]
+        [f for f, _, _ in frames],
+        t_start=[s for _, s, _ in frames],
+        t_end=[e for _, _, e in frames],
     )
     chunker = DynamicChunker(N_MELS)
     with torch.no_grad():

@@ -1,0 +1,191 @@
+"""DynamicChunker, dechunk, ratio loss, chunk targets and nested stages against hand references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import bounds, cu_from_lengths
+from torch import nn
+
+from mmchunk import Ragged
+from mmchunk.chunker import ChunkerOutput, DynamicChunker, chunk_targets, ratio_loss
+from mmchunk.stage import ChunkedStage, StageOutput
+
+
+def timed(lengths, dim=6, **kwargs):
+    seqs = [torch.randn(n, dim) for n in lengths]
+    t0 = [torch.arange(n) * 0.1 for n in lengths]
+    return Ragged.from_list(seqs, t_start=t0, t_end=[t + 0.1 for t in t0], **kwargs)
+
+
+def test_routing_starts_at_identity_and_residual_at_zero():
+    c = DynamicChunker(5)
+    assert torch.equal(c.q_proj.weight, torch.eye(5)) and torch.equal(c.k_proj.weight, torch.eye(5))
+    assert not c.residual_proj.weight.any() and not c.residual_proj.bias.any()
+
+
+def test_boundary_at_every_sequence_start():
+    x = timed([5, 0, 1, 9, 2])
+    out = DynamicChunker(6)(x)
+    for s, e in bounds(x.cu_seqlens):
+        if e > s:
+            assert out.boundary_mask[s] and out.probs[s] == 1.0
+    assert out.chunks.lengths.tolist() == [int(out.boundary_mask[s:e].sum()) for s, e in bounds(x.cu_seqlens)]
+
+
+def test_no_boundary_inside_identical_stretches():
+    a = torch.tensor([1.0, 2.0, 0.5, -1.0])
+    b = -a + torch.tensor([0.1, 0.0, 0.0, 0.0])  # cos(a, b) < 0: a new chunk
+    seq = torch.stack([a] * 6 + [b] * 4 + [torch.zeros(4)] * 3)
+    x = Ragged.from_list([seq, torch.stack([b] * 7)])
+    out = DynamicChunker(4)(x)
+    # Zero vectors have p = 0.5 exactly, which is not a boundary (H-Net's argmax rule).
+    assert out.boundary_mask.nonzero().flatten().tolist() == [0, 6, 13]
+    assert out.chunks.lengths.tolist() == [2, 1]
+
+
+def test_chunks_inherit_time_spans_and_modality():
+    x = timed([4, 0, 3], modality=[2, 0, 1])
+    c = DynamicChunker(6, pooling="mean")
+    out = c(x)
+    starts = out.boundary_mask.nonzero().flatten().tolist()
+    ends = [*starts[1:], x.num_tokens]
+    for i, (s, e) in enumerate(zip(starts, ends)):
+        assert out.chunks.t_start[i] == x.t_start[s]
+        assert out.chunks.t_end[i] == x.t_end[e - 1]
+        assert out.chunks.modality[i] == x.modality[s]
+        torch.testing.assert_close(out.chunks.values[i], x.values[s:e].mean(0))
+        assert (out.chunk_index[s:e] == i).all()
+
+
+def test_boundary_pooling_keeps_boundary_tokens():
+    x = timed([6, 3])
+    out = DynamicChunker(6)(x)
+    assert torch.equal(out.chunks.values, x.values[out.boundary_mask])
+
+
+def test_dechunk_matches_hand_loop():
+    x = timed([7, 0, 1, 5])
+    c = DynamicChunker(6)
+    with torch.no_grad():
+        c.residual_proj.weight.normal_()
+    out = c(x)
+    z = torch.randn(out.chunks.num_tokens, 6)
+    got = c.dechunk(z, out)
+    assert got.shape == (x.num_tokens, 6)
+    pc = out.probs[out.boundary_mask]
+    want = torch.empty(x.num_tokens, 6)
+    for s, e in bounds(out.chunks.cu_seqlens):
+        h = torch.zeros(6)
+        for ci in range(s, e):
+            h = pc[ci] * z[ci] + (1 - pc[ci]) * h
+            want[out.chunk_index == ci] = h
+    want = want + c.residual_proj(x.values)
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="dechunk: expected"):
+        c.dechunk(z[:-1], out)
+
+
+def test_confidence_gradient_passes_through_straight_through_estimator():
+    x = timed([9, 4])
+    c = DynamicChunker(6)
+    out = c(x)
+    probs = out.probs.detach().requires_grad_()
+    routed = ChunkerOutput(out.chunks, out.boundary_mask, probs, out.chunk_index, out.residual)
+    z = torch.randn(out.chunks.num_tokens, 6)
+    y = c.dechunk(z, routed)
+    g = torch.randn_like(y)
+    (y * g).sum().backward()
+    # Forward value of the confidence is 1; for a token inside a chunk, p only enters through
+    # c = 1 − p, so dL/dp_t = −<z̄_chunk(t), g_t>.
+    inner = ~out.boundary_mask
+    smoothed = y.detach()  # residual is zero at init, so y = z̄ repeated over the chunk's tokens
+    torch.testing.assert_close(probs.grad[inner], -(smoothed[inner] * g[inner]).sum(1))
+
+
+def test_gradients_reach_routing_projections():
+    x = timed([12, 5])
+    c = DynamicChunker(6)
+    out = c(x)
+    loss = c.dechunk(out.chunks.values * 2, out).pow(2).sum() + ratio_loss(out.boundary_mask, out.probs, 3.0)
+    loss.backward()
+    for p in (c.q_proj.weight, c.k_proj.weight, c.residual_proj.weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_ratio_loss_values_and_gradient():
+    n = 4.0
+    mask = torch.tensor([True, False, False, False] * 3)
+    probs = torch.full((12,), 0.25, requires_grad=True)
+    loss = ratio_loss(mask, probs, n)
+    torch.testing.assert_close(loss, torch.tensor(1.0))
+    loss.backward()
+    f = 0.25  # dL/dG = N/(N−1)·((N−1)F − (1−F)); G = mean(p), F carries no gradient
+    torch.testing.assert_close(probs.grad, torch.full((12,), n / (n - 1) * ((n - 1) * f - (1 - f)) / 12))
+    half = ratio_loss(torch.tensor([True, False]), torch.tensor([0.5, 0.5]), n)
+    torch.testing.assert_close(half, torch.tensor(n / (n - 1) * ((n - 1) * 0.25 + 0.25)))
+    assert float(ratio_loss(torch.ones(5, dtype=torch.bool), torch.ones(5), n)) > 1.0
+    with pytest.raises(ValueError, match="target_N must be > 1"):
+        ratio_loss(mask, probs, 1.0)
+
+
+def test_modality_embedding_starts_at_zero_and_changes_routing():
+    x = timed([6, 6], modality=[0, 1])
+    plain, tagged = DynamicChunker(6), DynamicChunker(6, num_modalities=2)
+    torch.testing.assert_close(plain(x).probs, tagged(x).probs)
+    with torch.no_grad():
+        tagged.modality_embedding.weight.normal_()
+    assert not torch.allclose(plain(x).probs, tagged(x).probs)
+
+
+def test_chunk_targets_from_one_rate():
+    targets = chunk_targets(5.0, {"audio": 50.0, "video": 25.0, "text": 15.0})
+    assert targets == pytest.approx({"audio": 10.0, "video": 5.0, "text": 3.0})
+    with pytest.raises(ValueError, match=r"'video' runs at 4\.0 Hz"):
+        chunk_targets(5.0, {"video": 4.0})
+
+
+class Pointwise(nn.Module):
+    """Ragged → Ragged: a linear map on every token."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.linear = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        return x.with_values(torch.tanh(self.linear(x.values)))
+
+
+def test_nested_two_stage():
+    torch.manual_seed(1)
+    dim = 6
+    inner = ChunkedStage(dim, main=Pointwise(dim), encoder=Pointwise(dim))
+    outer = ChunkedStage(dim, main=inner, encoder=Pointwise(dim), decoder=Pointwise(dim))
+    x = timed([40, 0, 1, 25], dim=dim)
+    result = outer(x)
+    assert isinstance(result, StageOutput)
+    assert result.output.values.shape == (x.num_tokens, dim)
+    assert torch.equal(result.output.cu_seqlens, x.cu_seqlens)
+    first, second = result.routing
+    assert second.residual.shape[0] == first.chunks.num_tokens
+    assert second.chunks.num_tokens <= first.chunks.num_tokens <= x.num_tokens
+    loss = result.output.values.pow(2).sum()
+    for r, n in zip(result.routing, (3.0, 2.0)):
+        loss = loss + ratio_loss(r.boundary_mask, r.probs, n)
+    loss.backward()
+    assert outer.chunker.q_proj.weight.grad.abs().sum() > 0
+    assert inner.chunker.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_empty_batch():
+    x = Ragged.from_list([torch.zeros(0, 4)])
+    c = DynamicChunker(4)
+    out = c(x)
+    assert out.chunks.num_tokens == 0 and out.chunks.cu_seqlens.tolist() == [0, 0]
+    assert c.dechunk(out.chunks, out).shape == (0, 4)
+    assert ratio_loss(out.boundary_mask, out.probs, 2.0).item() == 0.0
+
+
+def test_wrong_width_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"expected values \[T, 4\]"):
+        DynamicChunker(4)(Ragged(torch.randn(3, 5), cu_from_lengths([3])))
