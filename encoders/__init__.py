@@ -1,0 +1,1 @@
+"""Per-modality encoders (text bytes, audio samples, video frames) producing Ragged features."""
