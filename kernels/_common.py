@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import torch
 from torch import Tensor
 
 BACKENDS = ("auto", "torch", "triton")
+TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+# Read once, as triton.jit does when the kernel modules are imported.
+TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def check_cu_seqlens(cu_seqlens: Tensor, total: int, name: str = "cu_seqlens") -> None:
@@ -54,10 +61,34 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def resolve_backend(backend: str, op: str) -> str:
-    """Map the user's `backend` argument to the implementation that will run."""
+def resolve_backend(backend: str, op: str, x: Tensor) -> str:
+    """The implementation that will run for input `x`: "torch" or "triton".
+
+    "auto" takes Triton for CUDA tensors in float32/float16/bfloat16 and the torch reference
+    otherwise; "triton" insists (CUDA tensors, or any device under `TRITON_INTERPRET=1`).
+    """
     if backend not in BACKENDS:
         raise ValueError(f"{op}: backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "triton" if HAS_TRITON and x.is_cuda and x.dtype in TRITON_DTYPES else "torch"
     if backend == "triton":
-        raise NotImplementedError(f"{op}: the Triton backend is not available yet; use backend='torch'")
-    return "torch"
+        if not HAS_TRITON:
+            raise RuntimeError(f"{op}: backend='triton' needs the triton package, which is not installed")
+        if not (x.is_cuda or TRITON_INTERPRET):
+            raise ValueError(
+                f"{op}: backend='triton' needs CUDA tensors (got {x.device}); on CPU set "
+                "TRITON_INTERPRET=1 before importing mmchunk to run the kernels in Triton's interpreter"
+            )
+        if x.dtype not in TRITON_DTYPES:
+            raise ValueError(f"{op}: backend='triton' takes float32/float16/bfloat16, got {x.dtype}")
+    return backend
+
+
+def next_power_of_2(n: int) -> int:
+    """Smallest power of two >= max(n, 1)."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def row_major(x: Tensor) -> Tensor:
+    """`x` itself when its last axis is contiguous (row strides are free), else a contiguous copy."""
+    return x if x.stride(-1) == 1 else x.contiguous()
