@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._common import check_cu_seqlens, compute_dtype, resolve_backend, sequence_starts
+from ._common import HAS_TRITON, check_cu_seqlens, compute_dtype, resolve_backend, sequence_starts
+
+if HAS_TRITON:
+    from .boundary_probs_triton import boundary_probs_triton
 
 
 def boundary_probs_torch(q: Tensor, k: Tensor, cu_seqlens: Tensor) -> Tensor:
@@ -31,6 +34,7 @@ def boundary_probs(q: Tensor, k: Tensor, cu_seqlens: Tensor, backend: str = "aut
         raise ValueError(
             f"boundary_probs: q and k must both be [T, D], got {tuple(q.shape)} and {tuple(k.shape)}"
         )
+    if resolve_backend(backend, "boundary_probs", q) == "triton":
+        return boundary_probs_triton(q, k, cu_seqlens)
     check_cu_seqlens(cu_seqlens, q.shape[0])
-    resolve_backend(backend, "boundary_probs")
     return boundary_probs_torch(q, k, cu_seqlens)

@@ -10,7 +10,10 @@ from einops import rearrange
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ._common import check_cu_seqlens, compute_dtype, resolve_backend, sequence_starts
+from ._common import HAS_TRITON, check_cu_seqlens, compute_dtype, resolve_backend, sequence_starts
+
+if HAS_TRITON:
+    from .ema_scan_triton import ema_scan_triton
 
 DIRECT_SCAN_MAX = 64
 
@@ -110,6 +113,7 @@ def ema_scan(x: Tensor, p: Tensor, cu_seqlens: Tensor, backend: str = "auto") ->
         raise ValueError(
             f"ema_scan: p must be [T], [T, 1] or [T, D] for x {tuple(x.shape)}, got {tuple(p.shape)}"
         )
+    if resolve_backend(backend, "ema_scan", x) == "triton":
+        return ema_scan_triton(x, rates, cu_seqlens)
     check_cu_seqlens(cu_seqlens, x.shape[0])
-    resolve_backend(backend, "ema_scan")
     return ema_scan_torch(x, rates, cu_seqlens)

@@ -20,7 +20,16 @@ def _combine(a1, b1, a2, b2):
 
 @triton.jit
 def _ema_fwd(
-    X, P, H, CU, D, stride_x, stride_p, PER_CHANNEL: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr
+    X,
+    P,
+    H,
+    CU,
+    D,
+    stride_x,
+    stride_p,
+    PER_CHANNEL: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     seq = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -136,7 +145,9 @@ def _ema_scan_backward_op(
     per_channel = p.shape[1] != 1
     block_d, grid = _launch_shape(x, cu_seqlens)
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    dp = torch.empty((x.shape[0], x.shape[1] if per_channel else grid[1]), dtype=torch.float32, device=x.device)
+    dp = torch.empty(
+        (x.shape[0], x.shape[1] if per_channel else grid[1]), dtype=torch.float32, device=x.device
+    )
     if x.numel():
         _ema_bwd[grid](
             x,

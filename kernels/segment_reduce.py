@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ._common import check_cu_seqlens, compute_dtype, resolve_backend, segment_ids, seq_lengths
+from ._common import HAS_TRITON, check_cu_seqlens, compute_dtype, resolve_backend, segment_ids, seq_lengths
+
+if HAS_TRITON:
+    from .segment_reduce_triton import segment_reduce_triton
 
 REDUCTIONS = ("mean", "sum", "max")
 
@@ -36,6 +39,7 @@ def segment_reduce(values: Tensor, cu_seqlens: Tensor, reduce: str = "mean", bac
     """
     if reduce not in REDUCTIONS:
         raise ValueError(f"segment_reduce: reduce must be one of {REDUCTIONS}, got {reduce!r}")
+    if resolve_backend(backend, "segment_reduce", values) == "triton":
+        return segment_reduce_triton(values, cu_seqlens, reduce)
     check_cu_seqlens(cu_seqlens, values.shape[0])
-    resolve_backend(backend, "segment_reduce")
     return segment_reduce_torch(values, cu_seqlens, reduce)

@@ -8,7 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._common import check_cu_seqlens, compute_dtype, resolve_backend
+from ._common import HAS_TRITON, check_cu_seqlens, compute_dtype, resolve_backend
+
+if HAS_TRITON:
+    from .varlen_attention_triton import varlen_attention_triton
 
 
 def band_mask(length: int, causal: bool, window: int | None, device: torch.device) -> Tensor | None:
@@ -76,6 +79,7 @@ def varlen_attention(
         )
     if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 0):
         raise ValueError(f"varlen_attention: window must be a non-negative int or None, got {window!r}")
+    if resolve_backend(backend, "varlen_attention", q) == "triton":
+        return varlen_attention_triton(q, k, v, cu_seqlens, causal, window, scale)
     check_cu_seqlens(cu_seqlens, q.shape[0])
-    resolve_backend(backend, "varlen_attention")
     return varlen_attention_torch(q, k, v, cu_seqlens, causal, window, scale)

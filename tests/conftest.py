@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
+
+# Triton reads this when the kernel modules are imported: before anything imports mmchunk. On a
+# GPU machine, run `TRITON_INTERPRET=0 make test` to test the compiled kernels on CUDA instead.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 import torch
