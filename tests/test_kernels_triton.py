@@ -223,3 +223,26 @@ def test_compiles_without_graph_breaks():
     grads = torch.autograd.grad(got, (x, p, q))
     for a, b in zip(grads, torch.autograd.grad(want, (x, p, q))):
         torch.testing.assert_close(a, b)
+
+
+def _opcheck_cases():
+    cu = cu_from_lengths([3, 0, 5], DEVICE)
+    x = torch.randn(8, 5, device=DEVICE, requires_grad=True)
+    leaf = lambda t: t.detach().clone().requires_grad_()
+    q = torch.randn(8, 2, 4, device=DEVICE, requires_grad=True)
+    return [
+        ("segment_reduce", (x, cu, "max")),
+        ("segment_reduce", (x, cu, "mean")),
+        ("ema_scan", (x, torch.rand(8, 1, device=DEVICE, requires_grad=True), cu)),
+        ("ema_scan", (x, torch.rand(8, 5, device=DEVICE, requires_grad=True), cu)),
+        ("boundary_probs", (x, leaf(x), cu)),
+        ("varlen_attention", (q, leaf(q), leaf(q), cu, True, 2, 0.5)),
+        ("varlen_attention", (q, leaf(q), leaf(q), cu, False, -1, 0.3)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(7))
+def test_custom_op_registrations(case):
+    """Schema, fake (meta) kernel, autograd registration and AOT dispatch agree with the real kernel."""
+    name, args = _opcheck_cases()[case]
+    torch.library.opcheck(getattr(torch.ops.mmchunk, name).default, args)
