@@ -37,32 +37,36 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seqs", type=int, default=64, help="sequences per batch (default 64)")
-    parser.add_argument("--median", type=float, default=512, help="median sequence length (default 512)")
-    parser.add_argument("--sigma", type=float, default=0.8, help="log-std of the lengths (default 0.8)")
-    parser.add_argument("--max-len", type=int, default=4096, help="longest allowed sequence (default 4096)")
+    parser.add_argument("--seqs", type=int, help="sequences per batch (default 64 on GPU, 32 on CPU)")
     parser.add_argument(
-        "--dim", type=int, default=1024, help="feature size of the memory-bound ops (default 1024)"
+        "--median", type=float, help="median sequence length (default 512 on GPU, 256 on CPU)"
     )
-    parser.add_argument("--heads", type=int, default=16, help="attention heads (default 16)")
-    parser.add_argument("--head-dim", type=int, default=64, help="attention head size (default 64)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16", help="input dtype (default bf16)")
+    parser.add_argument("--sigma", type=float, default=0.8, help="log-std of the lengths (default 0.8)")
     parser.add_argument(
-        "--reps", type=int, default=20, help="timed repetitions, median reported (default 20)"
+        "--max-len", type=int, help="longest allowed sequence (default 4096 on GPU, 1024 on CPU)"
+    )
+    parser.add_argument("--dim", type=int, help="feature size of the memory-bound ops (default 1024 / 256)")
+    parser.add_argument("--heads", type=int, help="attention heads (default 16 on GPU, 4 on CPU)")
+    parser.add_argument("--head-dim", type=int, default=64, help="attention head size (default 64)")
+    parser.add_argument(
+        "--dtype", choices=sorted(DTYPES), default="bf16", help="GPU input dtype (default bf16)"
+    )
+    parser.add_argument(
+        "--reps", type=int, help="timed repetitions, median reported (default 20 on GPU, 5 on CPU)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of lengths and data (default 0)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 2 repetitions: a smoke test")
     args = parser.parse_args()
+    gpu = torch.cuda.is_available()
+    sizes = {"seqs": 64, "median": 512, "max_len": 4096, "dim": 1024, "heads": 16, "reps": 20}
+    if not gpu:
+        sizes = {"seqs": 32, "median": 256, "max_len": 1024, "dim": 256, "heads": 4, "reps": 5}
     if args.quick:
-        args.seqs, args.median, args.max_len, args.dim, args.heads, args.head_dim, args.reps = (
-            3,
-            20,
-            40,
-            24,
-            2,
-            16,
-            2,
-        )
+        sizes = {"seqs": 3, "median": 20, "max_len": 40, "dim": 24, "heads": 2, "reps": 2}
+        args.head_dim = 16
+    for key, value in sizes.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     return args
 
 
