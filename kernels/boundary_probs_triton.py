@@ -14,6 +14,15 @@ EPS = 1e-12  # F.normalize's default
 
 
 @triton.jit
+def _load_neighbours(Q, K, r64, row_ok, prev_ok, cols, D, stride_q, stride_k):
+    """`q_t` and `k_{t−1}` for the block's rows over channels `cols`, float32, zeros where masked."""
+    col_ok = (cols < D)[None, :]
+    q = tl.load(Q + r64[:, None] * stride_q + cols[None, :], mask=row_ok[:, None] & col_ok, other=0.0)
+    k = tl.load(K + (r64 - 1)[:, None] * stride_k + cols[None, :], mask=prev_ok[:, None] & col_ok, other=0.0)
+    return q.to(tl.float32), k.to(tl.float32)
+
+
+@triton.jit
 def _dot_and_norms(
     Q, K, r64, prev_ok, row_ok, D, stride_q, stride_k, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr
 ):
@@ -23,21 +32,29 @@ def _dot_and_norms(
     kk = tl.zeros([BLOCK_T], tl.float32)
     for d0 in range(0, D, BLOCK_D):
         cols = d0 + tl.arange(0, BLOCK_D)
-        col_ok = cols < D
-        q = tl.load(
-            Q + r64[:, None] * stride_q + cols[None, :], mask=row_ok[:, None] & col_ok[None, :], other=0.0
-        )
-        k = tl.load(
-            K + (r64 - 1)[:, None] * stride_k + cols[None, :],
-            mask=prev_ok[:, None] & col_ok[None, :],
-            other=0.0,
-        )
-        q = q.to(tl.float32)
-        k = k.to(tl.float32)
+        q, k = _load_neighbours(Q, K, r64, row_ok, prev_ok, cols, D, stride_q, stride_k)
         dot += tl.sum(q * k, axis=1)
         qq += tl.sum(q * q, axis=1)
         kk += tl.sum(k * k, axis=1)
     return dot, qq, kk
+
+
+@triton.jit
+def _row_cosines(
+    Q, K, STARTS, T, D, stride_q, stride_k, EPS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr
+):
+    """This program's rows and, per row, `cos(q_t, k_{t−1})` with the clamped norms it divides by."""
+    r = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    row_ok = r < T
+    start = tl.load(STARTS + r, mask=row_ok, other=1) != 0
+    prev_ok = row_ok & ~start
+    r64 = r.to(tl.int64)
+    dot, qq, kk = _dot_and_norms(Q, K, r64, prev_ok, row_ok, D, stride_q, stride_k, BLOCK_T, BLOCK_D)
+    nq = tl.sqrt(qq)
+    nk = tl.sqrt(kk)
+    cq = tl.maximum(nq, EPS)
+    ck = tl.maximum(nk, EPS)
+    return r64, row_ok, start, prev_ok, nq, nk, cq, ck, dot / (cq * ck)
 
 
 @triton.jit
@@ -54,13 +71,9 @@ def _boundary_fwd(
     BLOCK_T: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    r = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
-    row_ok = r < T
-    start = tl.load(STARTS + r, mask=row_ok, other=1) != 0
-    prev_ok = row_ok & ~start
-    r64 = r.to(tl.int64)
-    dot, qq, kk = _dot_and_norms(Q, K, r64, prev_ok, row_ok, D, stride_q, stride_k, BLOCK_T, BLOCK_D)
-    cos = dot / (tl.maximum(tl.sqrt(qq), EPS) * tl.maximum(tl.sqrt(kk), EPS))
+    r64, row_ok, start, _, _, _, _, _, cos = _row_cosines(
+        Q, K, STARTS, T, D, stride_q, stride_k, EPS, BLOCK_T, BLOCK_D
+    )
     p = tl.minimum(tl.maximum((1.0 - cos) * 0.5, 0.0), 1.0)
     p = tl.where(start, 1.0, p)
     tl.store(OUT + r64, p.to(OUT.dtype.element_ty), mask=row_ok)
@@ -82,17 +95,9 @@ def _boundary_bwd(
     BLOCK_T: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    r = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
-    row_ok = r < T
-    start = tl.load(STARTS + r, mask=row_ok, other=1) != 0
-    prev_ok = row_ok & ~start
-    r64 = r.to(tl.int64)
-    dot, qq, kk = _dot_and_norms(Q, K, r64, prev_ok, row_ok, D, stride_q, stride_k, BLOCK_T, BLOCK_D)
-    nq = tl.sqrt(qq)
-    nk = tl.sqrt(kk)
-    cq = tl.maximum(nq, EPS)
-    ck = tl.maximum(nk, EPS)
-    cos = dot / (cq * ck)
+    r64, row_ok, _, prev_ok, nq, nk, cq, ck, cos = _row_cosines(
+        Q, K, STARTS, T, D, stride_q, stride_k, EPS, BLOCK_T, BLOCK_D
+    )
     half = (1.0 - cos) * 0.5
     g = tl.load(G + r64, mask=row_ok, other=0.0).to(tl.float32)
     # dp/dcos = −1/2 where the clamp passes the gradient (as torch.clamp does: bounds included).
@@ -102,19 +107,12 @@ def _boundary_bwd(
     sel_k = tl.where(nk > EPS, cos, 0.0)
     for d0 in range(0, D, BLOCK_D):
         cols = d0 + tl.arange(0, BLOCK_D)
-        col_ok = cols < D
-        q = tl.load(
-            Q + r64[:, None] * stride_q + cols[None, :], mask=row_ok[:, None] & col_ok[None, :], other=0.0
-        )
-        k = tl.load(
-            K + (r64 - 1)[:, None] * stride_k + cols[None, :],
-            mask=prev_ok[:, None] & col_ok[None, :],
-            other=0.0,
-        )
-        qn = q.to(tl.float32) / cq[:, None]
-        kn = k.to(tl.float32) / ck[:, None]
+        q, k = _load_neighbours(Q, K, r64, row_ok, prev_ok, cols, D, stride_q, stride_k)
+        qn = q / cq[:, None]
+        kn = k / ck[:, None]
         dq = coef[:, None] * (kn - sel_q[:, None] * qn) / cq[:, None]
         dk = coef[:, None] * (qn - sel_k[:, None] * kn) / ck[:, None]
+        col_ok = cols < D
         tl.store(
             DQ + r64[:, None] * D + cols[None, :],
             dq.to(DQ.dtype.element_ty),

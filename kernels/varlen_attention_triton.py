@@ -61,6 +61,16 @@ def _load_rows(PTR, rows, stride_t, head_offset, length_ok, cols, width):
 
 
 @triton.jit
+def _recompute(q, k, v, do, lse, delta, offs_m, offs_n, length, scale, window, CAUSAL: tl.constexpr,
+               HAS_WINDOW: tl.constexpr):  # fmt: skip
+    """Backward tile: probabilities `P = exp(S − lse)` and score gradients `dS = P·(dO·Vᵀ − delta)`."""
+    s = tl.dot(q, tl.trans(k)) * scale
+    ok = _allowed(offs_m, offs_n, length, window, CAUSAL, HAS_WINDOW)
+    p = tl.where(ok, tl.exp(s - lse[:, None]), 0.0)
+    return p, p * (tl.dot(do, tl.trans(v)) - delta[:, None])
+
+
+@triton.jit
 def _attn_fwd(
     Q, K, V, OUT, LSE, CU, scale, window,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
@@ -136,11 +146,10 @@ def _attn_bwd_dkdv(
             do = _load_rows(DO, start + offs_m, H * DV, head * DV, q_ok, dv, DV)
             lse = tl.load(LSE + rows * H + head, mask=q_ok, other=0.0)
             delta = tl.load(DELTA + rows * H + head, mask=q_ok, other=0.0)
-            s = tl.dot(q, tl.trans(k)) * scale
-            ok = _allowed(offs_m, offs_n, length, window, CAUSAL, HAS_WINDOW)
-            p = tl.where(ok, tl.exp(s - lse[:, None]), 0.0)
+            p, ds = _recompute(
+                q, k, v, do, lse, delta, offs_m, offs_n, length, scale, window, CAUSAL, HAS_WINDOW
+            )
             dv_acc += tl.dot(tl.trans(p), do)
-            ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
             dk += tl.dot(tl.trans(ds), q)
         rows_n = (start + offs_n).to(tl.int64)
         tl.store(
@@ -185,10 +194,9 @@ def _attn_bwd_dq(
             k_ok = offs_n < length
             k = _load_rows(K, start + offs_n, stride_kt, head * stride_kh, k_ok, dh, DH)
             v = _load_rows(V, start + offs_n, stride_vt, head * stride_vh, k_ok, dv, DV)
-            s = tl.dot(q, tl.trans(k)) * scale
-            ok = _allowed(offs_m, offs_n, length, window, CAUSAL, HAS_WINDOW)
-            p = tl.where(ok, tl.exp(s - lse[:, None]), 0.0)
-            ds = p * (tl.dot(do, tl.trans(v)) - delta[:, None])
+            _, ds = _recompute(
+                q, k, v, do, lse, delta, offs_m, offs_n, length, scale, window, CAUSAL, HAS_WINDOW
+            )
             dq += tl.dot(ds, k)
         tl.store(
             DQ + rows[:, None] * (H * DH) + head * DH + dh[None, :],
