@@ -1,0 +1,314 @@
+"""The shard loader the trainer uses: shard lists → split by node and worker → safe decode → budget batches.
+
+Stages are plain generators chained by `webdataset.DataPipeline`, so a sample that cannot be read
+becomes a `Skipped` record that travels with the batches (counted, with its key, shard and reason)
+instead of ending the epoch.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import braceexpand
+import torch
+import webdataset as wds
+
+from mmchunk.data.decode import (
+    ALLOWED_EXTS,
+    AUDIO_EXTS,
+    VIDEO_EXTS,
+    DecodeError,
+    decode_audio,
+    decode_json,
+    decode_text,
+    decode_video,
+)
+from mmchunk.ragged import Ragged
+
+log = logging.getLogger(__name__)
+REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://", "gcs://", "az://", "hf://")
+
+
+@dataclass
+class DataConfig:
+    """How samples are decoded and grouped into batches.
+
+    sample_rate: audio is resampled to this rate (Hz). video_fps, video_size: frames are sampled
+    at this rate and resized to (H, W). max_seconds / max_samples: a batch closes before its audio
+    would pass `max_seconds` or it would hold more than `max_samples` samples (a longer sample goes
+    alone). require_text: samples without a transcript are skipped. shuffle_buffer: samples mixed
+    in a seeded buffer of this size (0: stream order).
+    """
+
+    sample_rate: int = 16_000
+    video_fps: float = 25.0
+    video_size: tuple[int, int] = (48, 64)
+    max_seconds: float = 120.0
+    max_samples: int = 64
+    require_text: bool = True
+    shuffle_buffer: int = 0
+    seed: int = 0
+
+
+@dataclass
+class Skipped:
+    """A sample (or a whole shard, `key` None) that could not be read, and why."""
+
+    key: str | None
+    shard: str
+    reason: str
+
+
+@dataclass
+class Sample:
+    """One decoded sample: waveform `[N]`, transcript, optional frames `[F, 3, H, W]` with times `[F]`."""
+
+    key: str
+    shard: str
+    audio: torch.Tensor
+    text: str | None
+    video: torch.Tensor | None
+    video_times: torch.Tensor | None
+    meta: dict
+
+    @property
+    def seconds(self) -> float:
+        return self.audio.numel() / self.meta["_sample_rate"]
+
+
+@dataclass
+class Batch:
+    """Per-modality Ragged batches over the same B samples (in `keys` order) and what was skipped.
+
+    audio: values `[T]` float32, one token per sample; text: UTF-8 bytes `[T]` int64; video: frames
+    `[F, 3, H, W]` uint8 (a sample without video is an empty sequence). All carry `t_start`/`t_end`
+    in seconds. `meta` holds each sample's JSON; `skipped` what was dropped since the last batch.
+    """
+
+    keys: list[str]
+    audio: Ragged | None
+    text: Ragged | None
+    video: Ragged | None
+    meta: list[dict]
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def expand_urls(spec: str | Iterable[str]) -> list[str]:
+    """Shard URLs from a pattern or list: brace patterns, local globs and folders, remote URLs as given."""
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    urls: list[str] = []
+    for item in specs:
+        for url in braceexpand.braceexpand(item):
+            if url.startswith(REMOTE_PREFIXES):
+                urls.append(url)
+            elif os.path.isdir(url):
+                urls.extend(sorted(glob.glob(os.path.join(url, "*.tar"))))
+            elif any(ch in url for ch in "*?["):
+                urls.extend(sorted(glob.glob(url)))
+            else:
+                urls.append(url)
+    if not urls:
+        raise FileNotFoundError(f"no shards match {spec!r}")
+    return urls
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    """`dir/key.ext.more` → (`dir/key`, `ext.more`), as webdataset groups members."""
+    folder, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), ext.lower()
+
+
+def read_shards(urls: Iterable[str]) -> Iterator[dict | Skipped]:
+    """Stream samples `{"__key__", "__url__", ext: bytes}` out of tar shards, whitelisted members only.
+
+    A shard that cannot be opened, or that ends inside a member, yields a `Skipped` naming it; the
+    sample being read when a tar breaks off is skipped too.
+    """
+    for url in urls:
+        sample: dict | None = None
+        count = 0
+        try:
+            with wds.gopen(url) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
+                for info in tar:
+                    if not info.isfile():
+                        continue
+                    key, ext = _split_name(info.name)
+                    if sample is not None and sample["__key__"] != key:
+                        yield sample
+                        count += 1
+                        sample = None
+                    if sample is None:
+                        sample = {"__key__": key, "__url__": url}
+                    if ext in ALLOWED_EXTS:
+                        sample[ext] = tar.extractfile(info).read()
+            if sample is not None:
+                yield sample
+        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            if sample is not None:
+                yield Skipped(sample["__key__"], url, f"cut off by the broken shard: {reason}")
+            yield Skipped(None, url, f"shard unreadable after {count} samples: {reason}")
+
+
+def decode_samples(items: Iterable[dict | Skipped], config: DataConfig) -> Iterator[Sample | Skipped]:
+    """Decode raw samples; any missing or broken member turns the sample into a `Skipped`."""
+    for raw in items:
+        if isinstance(raw, Skipped):
+            yield raw
+            continue
+        key, url = raw["__key__"], raw["__url__"]
+        try:
+            yield _decode(raw, config)
+        except DecodeError as exc:
+            yield Skipped(key, url, str(exc))
+
+
+def _decode(raw: dict, config: DataConfig) -> Sample:
+    audio_ext = next((e for e in AUDIO_EXTS if e in raw), None)
+    if audio_ext is None:
+        raise DecodeError(f"no audio member (.{', .'.join(AUDIO_EXTS)})")
+    member = audio_ext
+    try:
+        audio, native_rate = decode_audio(raw[audio_ext], config.sample_rate)
+        member = "json"
+        meta = decode_json(raw["json"]) if "json" in raw else {}
+        member = "txt"
+        text = decode_text(raw["txt"]) if "txt" in raw else meta.get("text")
+        if config.require_text and not text:
+            raise DecodeError("no transcript (.txt member or 'text' in .json)")
+        video = times = None
+        member = next((e for e in VIDEO_EXTS if e in raw), None)
+        if member is not None:
+            video, times = decode_video(raw[member], config.video_fps, config.video_size)
+    except DecodeError as exc:
+        raise DecodeError(f".{member}: {exc}") from None
+    meta = {**meta, "_sample_rate": config.sample_rate, "_native_rate": native_rate}
+    return Sample(raw["__key__"], raw["__url__"], audio, text, video, times, meta)
+
+
+def text_byte_times(
+    text: str, words: list[dict] | None, duration: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Time span `[start, end]` of every UTF-8 byte of `text`.
+
+    Rule: when the JSON's `words` match the transcript's words in order, a word's bytes take its
+    span and the separator bytes the gap to the next word; otherwise the bytes share `duration`
+    evenly in reading order.
+    """
+    data = text.encode()
+    tokens = text.split(" ")
+    if words and [w["word"] for w in words] == tokens:
+        starts, ends = [], []
+        for i, (token, w) in enumerate(zip(tokens, words)):
+            n = len(token.encode())
+            starts += [w["start"]] * n
+            ends += [w["end"]] * n
+            if i + 1 < len(tokens):
+                gap_end = max(words[i + 1]["start"], w["end"])
+                starts.append(w["end"])
+                ends.append(gap_end)
+        return torch.tensor(starts, dtype=torch.float32), torch.tensor(ends, dtype=torch.float32)
+    edges = torch.linspace(0.0, duration, len(data) + 1)
+    return edges[:-1].clone(), edges[1:].clone()
+
+
+def collate(samples: list[Sample], skipped: list[Skipped]) -> Batch:
+    """Pack decoded samples into one `Batch` of per-modality Ragged sequences."""
+    if not samples:
+        return Batch([], None, None, None, [], skipped)
+    rate = samples[0].meta["_sample_rate"]
+    audio = Ragged.from_list(
+        [s.audio for s in samples],
+        t_start=[torch.arange(s.audio.numel()) / rate for s in samples],
+        t_end=[(torch.arange(s.audio.numel()) + 1) / rate for s in samples],
+    )
+    texts = [s.text or "" for s in samples]
+    spans = [text_byte_times(t, s.meta.get("words"), s.seconds) for t, s in zip(texts, samples)]
+    text = Ragged.from_list(
+        [torch.tensor(list(t.encode()), dtype=torch.int64) for t in texts],
+        t_start=[a for a, _ in spans],
+        t_end=[b for _, b in spans],
+    )
+    video = None
+    if any(s.video is not None for s in samples):
+        shape = next(s.video.shape[1:] for s in samples if s.video is not None)
+        empty = torch.zeros(0, *shape, dtype=torch.uint8)
+        frames = [s.video if s.video is not None else empty for s in samples]
+        times = [s.video_times if s.video is not None else torch.zeros(0) for s in samples]
+        step = 1.0 / samples[0].meta.get("_video_fps", 25.0)
+        video = Ragged.from_list(frames, t_start=times, t_end=[t + step for t in times])
+    return Batch([s.key for s in samples], audio, text, video, [s.meta for s in samples], skipped)
+
+
+def budget_batches(items: Iterable[Sample | Skipped], config: DataConfig) -> Iterator[Batch]:
+    """Group samples into batches by an audio-seconds budget (and a sample cap), skips attached."""
+    samples: list[Sample] = []
+    skipped: list[Skipped] = []
+    seconds = 0.0
+    for item in items:
+        if isinstance(item, Skipped):
+            log.warning("skipped %s in %s: %s", item.key or "shard", item.shard, item.reason)
+            skipped.append(item)
+            continue
+        item.meta["_video_fps"] = config.video_fps
+        if samples and (seconds + item.seconds > config.max_seconds or len(samples) >= config.max_samples):
+            yield collate(samples, skipped)
+            samples, skipped, seconds = [], [], 0.0
+        samples.append(item)
+        seconds += item.seconds
+    if samples or skipped:
+        yield collate(samples, skipped)
+
+
+def make_dataset(
+    shards: str | Iterable[str],
+    config: DataConfig | None = None,
+    *,
+    resampled: bool = False,
+    epoch_batches: int | None = None,
+    shuffle_shards: bool = False,
+) -> wds.DataPipeline:
+    """The loader pipeline over `shards` (an IterableDataset yielding `Batch`es).
+
+    Finite mode: shards are split between nodes (`split_by_node`) and DataLoader workers
+    (`split_by_worker`), each shard read once per epoch. Multi-GPU mode (`resampled=True`): every
+    worker draws shards with replacement and `epoch_batches` caps each worker's epoch, so every rank
+    sees the same number of batches.
+    """
+    config = config or DataConfig()
+    urls = expand_urls(shards)
+    if resampled:
+        stages = [wds.ResampledShards(urls, seed=config.seed, deterministic=True)]
+    else:
+        stages = [wds.SimpleShardList(urls, seed=config.seed if shuffle_shards else None)]
+        stages += [wds.split_by_node, wds.split_by_worker]
+    stages += [_urls, read_shards, wds.pipelinefilter(decode_samples)(config)]
+    if config.shuffle_buffer:
+        stages.append(wds.shuffle(config.shuffle_buffer, initial=config.shuffle_buffer, seed=config.seed))
+    stages.append(wds.pipelinefilter(budget_batches)(config))
+    pipeline = wds.DataPipeline(*stages)
+    return pipeline.with_epoch(epoch_batches) if epoch_batches else pipeline
+
+
+def _urls(items: Iterable[dict]) -> Iterator[str]:
+    for item in items:
+        yield item["url"]
+
+
+def make_loader(
+    shards: str | Iterable[str], config: DataConfig | None = None, *, num_workers: int = 0, **kwargs
+) -> torch.utils.data.DataLoader:
+    """A DataLoader over `make_dataset(shards, config, **kwargs)`; batching happens in the pipeline."""
+    dataset = make_dataset(shards, config, **kwargs)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=None, num_workers=num_workers, persistent_workers=False
+    )
