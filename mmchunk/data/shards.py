@@ -40,7 +40,8 @@ class ShardWriter:
     def _open_next(self) -> None:
         self._close_current()
         self._path = self.directory / f"{self.name}-{len(self.sizes):06d}.tar"
-        self._tar = tarfile.open(self._path.with_suffix(".tar.tmp"), "w", format=tarfile.USTAR_FORMAT)
+        tmp = self._path.with_suffix(".tar.tmp")
+        self._tar = tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 (closed in close())
         self.sizes[self._path.name] = 0
 
     def _close_current(self) -> None:
