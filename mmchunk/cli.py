@@ -1,21 +1,18 @@
-"""The `mmchunk` command line: a thin layer over library functions, one subcommand each."""
+"""The `mmchunk` command line: a thin layer over library functions, one subcommand each.
+
+Expected failures (bad arguments, unreadable input) end with one line `mmchunk CMD: error: ...` and
+exit code 2; set MMCHUNK_DEBUG=1 to see the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
 import mmchunk
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from mmchunk.demo import format_demo, run_demo
-
-    report = run_demo(seed=args.seed, num_clips=args.clips)
-    print(json.dumps(report, indent=2) if args.json else format_demo(report))
-    return 0
 
 
 def positive_int(text: str) -> int:
@@ -26,8 +23,69 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from mmchunk.demo import format_demo, run_demo
+
+    report = run_demo(seed=args.seed, num_clips=args.clips)
+    print(json.dumps(report, indent=2) if args.json else format_demo(report))
+    return 0
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    from mmchunk.data.synth import synth_corpus
+
+    existing = sorted(args.out.glob("*/*.tar")) if args.out.is_dir() else []
+    if existing and not args.overwrite:
+        raise ValueError(f"{args.out} already holds shards ({existing[0]}); pass --overwrite to replace them")
+    sizes = synth_corpus(
+        args.out,
+        args.num,
+        video=args.video,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        shard_size=args.shard_size,
+        workers=args.workers,
+    )
+    for split, shards in sizes.items():
+        print(f"{split}: {sum(shards.values())} samples in {len(shards)} shards under {args.out / split}")
+    return 0
+
+
+def _data_pack(args: argparse.Namespace) -> int:
+    from mmchunk.data.pack import pack_folder
+
+    report = pack_folder(args.src, args.out, shard_size=args.shard_size, name=args.name)
+    for path, reason in report.skipped:
+        print(f"skipped {path}: {reason}")
+    print(f"packed {report.written} samples into {len(report.shards)} shards under {args.out}")
+    if report.written == 0:
+        raise ValueError(f"no sample could be packed from {args.src}")
+    return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    import logging
+
+    from mmchunk.data.check import check_shards
+    from mmchunk.data.loader import DataConfig
+
+    logging.getLogger("mmchunk.data.loader").setLevel(logging.ERROR)  # the report lists every skip
+    report = check_shards(args.pattern, DataConfig(sample_rate=args.sample_rate))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for error in report["errors"]:
+            print(f"skipped {error['key'] or '(shard)'} in {error['shard']}: {error['reason']}")
+        print(f"{report['ok']} samples ok, {report['skipped']} skipped")
+    if report["ok"] == 0:
+        raise ValueError(f"no sample of {args.pattern} could be read")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `mmchunk` and all its subcommands."""
+    from pathlib import Path
+
     parser = argparse.ArgumentParser(
         prog="mmchunk",
         description="Learned dynamic segmentation (H-Net chunking) of audio, video and text.",
@@ -47,6 +105,57 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--clips", type=positive_int, default=4, help="number of clips (default 4)")
     demo.add_argument("--json", action="store_true", help="print the full report as JSON")
     demo.set_defaults(func=_demo)
+
+    data = sub.add_parser("data", help="make, pack and check WebDataset shards").add_subparsers(
+        dest="data_command", metavar="DATA_COMMAND", required=True
+    )
+    synth = data.add_parser(
+        "synth",
+        help="synthesize the built-in spoken corpus (espeak-ng) into shards",
+        description=(
+            "Speak generated sentences with random espeak-ng voices, rates and pitches, with pauses "
+            "between phrases and silence around them; write DIR/train/ and DIR/val/ shards of "
+            "{key}.flac (16 kHz mono), {key}.txt, {key}.json (word timings, silences, voice, ...) "
+            "and, with --video, {key}.mp4 (25 fps, frozen during silences)."
+        ),
+    )
+    synth.add_argument("--out", type=Path, required=True, help="output folder")
+    synth.add_argument("--num", type=positive_int, required=True, help="number of samples")
+    synth.add_argument("--video", action="store_true", help="add a synthetic video per sample")
+    synth.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
+    synth.add_argument("--val-fraction", type=float, default=0.1, help="share of validation samples (0.1)")
+    synth.add_argument("--shard-size", type=positive_int, default=256, help="samples per shard (256)")
+    synth.add_argument("--workers", type=positive_int, help="synthesis processes (default: up to 2)")
+    synth.add_argument("--overwrite", action="store_true", help="replace shards already in --out")
+    synth.set_defaults(func=_data_synth)
+
+    pack = data.add_parser(
+        "pack",
+        help="pack a folder of media files with matching stems into shards",
+        description=(
+            "Group the files under SRC by stem (audio .wav/.flac/.mp3/.ogg, video .mp4/.mkv/.webm, "
+            ".txt, .json) and write each group with audio or video as one sample; print every "
+            "file left out and why."
+        ),
+    )
+    pack.add_argument("src", type=Path, help="folder of media files")
+    pack.add_argument("--out", type=Path, required=True, help="output folder for the shards")
+    pack.add_argument("--shard-size", type=positive_int, default=256, help="samples per shard (256)")
+    pack.add_argument("--name", default="data", help="shard name prefix (default 'data')")
+    pack.set_defaults(func=_data_pack)
+
+    check = data.add_parser(
+        "check",
+        help="stream shards through the training loader and report unreadable samples",
+        description=(
+            "Read every sample of PATTERN (a shard, folder, glob, brace pattern or URL) with the "
+            "loader the trainer uses and report which samples were skipped and why."
+        ),
+    )
+    check.add_argument("pattern", help="shards, e.g. 'data/val/val-{000000..000003}.tar' or data/val")
+    check.add_argument("--json", action="store_true", help='print {"ok", "skipped", "errors"} as JSON')
+    check.add_argument("--sample-rate", type=positive_int, default=16_000, help="audio rate (16000)")
+    check.set_defaults(func=_data_check)
     return parser
 
 
@@ -57,11 +166,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    name = " ".join(filter(None, [args.command, getattr(args, "data_command", None)]))
     try:
         return args.func(args)
     except BrokenPipeError:
         sys.stderr.close()
         return 0
+    except (ValueError, OSError) as exc:
+        if os.environ.get("MMCHUNK_DEBUG") == "1":
+            raise
+        print(f"mmchunk {name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -113,8 +113,10 @@ def expand_urls(spec: str | Iterable[str]) -> list[str]:
                 urls.extend(sorted(glob.glob(os.path.join(url, "*.tar"))))
             elif any(ch in url for ch in "*?["):
                 urls.extend(sorted(glob.glob(url)))
-            else:
+            elif os.path.isfile(url):
                 urls.append(url)
+            else:
+                raise FileNotFoundError(f"no such shard or folder: {url}")
     if not urls:
         raise FileNotFoundError(f"no shards match {spec!r}")
     return urls

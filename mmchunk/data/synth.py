@@ -117,6 +117,7 @@ def synth_corpus(
 ) -> dict[str, dict[str, int]]:
     """Write `num` samples as shards under `out/train/` and `out/val/`; returns each split's sizes.
 
+    Shards already in those folders are replaced.
     The last `round(num · val_fraction)` indices form the validation split. `workers` processes
     synthesize in parallel (default: up to 2); the result does not depend on their number.
     """
@@ -126,6 +127,8 @@ def synth_corpus(
         raise ValueError(f"--val-fraction must lie in [0, 1), got {val_fraction}")
     num_val = round(num * val_fraction)
     out = Path(out)
+    for stale in [*out.glob("train/*.tar"), *out.glob("val/*.tar"), *out.glob("*/sizes.json")]:
+        stale.unlink()
     writers = {"train": ShardWriter(out / "train", "train", shard_size)}
     if num_val:
         writers["val"] = ShardWriter(out / "val", "val", shard_size)
