@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from mmchunk.data.loader import DataConfig, make_dataset
 
 
-def check_shards(shards: str | Iterable[str], config: DataConfig | None = None) -> dict:
+def check_shards(shards: str | os.PathLike | Iterable[str], config: DataConfig | None = None) -> dict:
     """`{"ok": n, "skipped": m, "errors": [{"key", "shard", "reason"}]}` for every sample of `shards`.
 
     Uses exactly the loader pipeline of training (one process, no shuffling); a shard-level failure

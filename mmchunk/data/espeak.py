@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes
+import json
+import os
 import threading
 from dataclasses import dataclass
 
@@ -50,11 +52,14 @@ class Utterance:
 class Espeak:
     """One process's espeak-ng engine (the C library keeps process-wide state, so calls are serialised).
 
-    `Espeak.get()` loads and initialises the library once per process.
+    `Espeak.get()` loads and initialises the library once per process. espeak-ng's output drifts by a
+    few samples with everything synthesized before in the same process, so `speak` synthesizes in a
+    forked child of the still-untouched engine: the same request gives the same samples every time.
     """
 
     _instance: Espeak | None = None
     _lock = threading.Lock()
+    _engine_lock = threading.Lock()
 
     def __init__(self) -> None:
         import espeakng_loader
@@ -63,6 +68,7 @@ class Espeak:
         self._lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self._lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self._lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         self._lib.espeak_Synth.argtypes = [
             ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
             ctypes.c_void_p, ctypes.c_void_p,
@@ -94,19 +100,59 @@ class Espeak:
             i += 1
         return 0
 
-    def speak(self, ssml: str, voice: str, rate: int, pitch: int) -> Utterance:
+    def speak(self, ssml: str, voice: str, rate: int, pitch: int, seed: int = 0) -> Utterance:
         """Synthesize SSML text with a voice name (e.g. "en-us+f3"), rate in words/min, pitch 0–99.
 
+        `seed` seeds espeak's own noise generator (breathy voice variants use it).
         Word text offsets are 1-based character positions in `ssml`, as espeak reports them.
+        Runs in a forked child where the OS can fork (deterministic), in this process otherwise.
         """
+        if not hasattr(os, "fork"):
+            return self._speak_here(ssml, voice, rate, pitch, seed)
         with self._lock:
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # child: synthesize, send, exit without running any of the parent's cleanup
+                os.close(read_end)
+                try:
+                    message = b"ok\n" + _encode(self._speak_here(ssml, voice, rate, pitch, seed))
+                except Exception as exc:  # handed to the parent, which raises it
+                    message = b"error\n" + f"{type(exc).__name__}: {exc}".encode()
+                with os.fdopen(write_end, "wb") as out:
+                    out.write(message)
+                os._exit(0)
+            os.close(write_end)
+            with os.fdopen(read_end, "rb") as source:
+                payload = source.read()
+            os.waitpid(pid, 0)
+        status, _, body = payload.partition(b"\n")
+        if status != b"ok":
+            raise RuntimeError(f"espeak-ng failed: {body.decode(errors='replace') or 'no output'}")
+        return _decode(body)
+
+    def _speak_here(self, ssml: str, voice: str, rate: int, pitch: int, seed: int) -> Utterance:
+        with self._engine_lock:
             if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
                 raise ValueError(f"espeak-ng has no voice {voice!r}")
             self._lib.espeak_SetParameter(PARAM_RATE, rate, 0)
             self._lib.espeak_SetParameter(PARAM_PITCH, pitch, 0)
+            self._lib.espeak_ng_SetRandSeed(seed)
             self._chunks, self._words = [], []
             text = ssml.encode() + b"\0"
             if self._lib.espeak_Synth(text, len(text), 0, 0, 0, CHARS_UTF8 | SSML, None, None) != 0:
                 raise RuntimeError(f"espeak-ng could not synthesize {ssml!r}")
             pcm = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
             return Utterance(pcm, self.sample_rate, list(self._words))
+
+
+def _encode(utterance: Utterance) -> bytes:
+    """Utterance → one JSON header line + raw int16 samples (the child-to-parent message)."""
+    header = json.dumps({"rate": utterance.sample_rate, "words": utterance.words}).encode()
+    return header + b"\n" + utterance.pcm.astype(np.int16).tobytes()
+
+
+def _decode(payload: bytes) -> Utterance:
+    header, _, pcm = payload.partition(b"\n")
+    meta = json.loads(header)
+    words = [tuple(w) for w in meta["words"]]
+    return Utterance(np.frombuffer(pcm, dtype=np.int16).copy(), meta["rate"], words)

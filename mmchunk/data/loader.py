@@ -101,12 +101,12 @@ class Batch:
         return len(self.keys)
 
 
-def expand_urls(spec: str | Iterable[str]) -> list[str]:
+def expand_urls(spec: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
     """Shard URLs from a pattern or list: brace patterns, local globs and folders, remote URLs as given."""
-    specs = [spec] if isinstance(spec, str) else list(spec)
+    specs = [spec] if isinstance(spec, str | os.PathLike) else list(spec)
     urls: list[str] = []
     for item in specs:
-        for url in braceexpand.braceexpand(item):
+        for url in braceexpand.braceexpand(os.fspath(item)):
             if url.startswith(REMOTE_PREFIXES):
                 urls.append(url)
             elif os.path.isdir(url):
@@ -272,7 +272,7 @@ def budget_batches(items: Iterable[Sample | Skipped], config: DataConfig) -> Ite
 
 
 def make_dataset(
-    shards: str | Iterable[str],
+    shards: str | os.PathLike | Iterable[str],
     config: DataConfig | None = None,
     *,
     resampled: bool = False,
@@ -307,7 +307,11 @@ def _urls(items: Iterable[dict]) -> Iterator[str]:
 
 
 def make_loader(
-    shards: str | Iterable[str], config: DataConfig | None = None, *, num_workers: int = 0, **kwargs
+    shards: str | os.PathLike | Iterable[str],
+    config: DataConfig | None = None,
+    *,
+    num_workers: int = 0,
+    **kwargs,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader over `make_dataset(shards, config, **kwargs)`; batching happens in the pipeline."""
     dataset = make_dataset(shards, config, **kwargs)

@@ -58,9 +58,9 @@ def synth_sample(seed: int, index: int, video: bool = False) -> tuple[str, dict[
     pauses = [int(rng.integers(150, 500)) for _ in phrases[1:]]
     lead, trail = float(rng.uniform(0.2, 0.6)), float(rng.uniform(0.2, 0.6))
     ssml, words = _ssml(phrases, pauses)
-    utterance = Espeak.get().speak(ssml, voice, rate, pitch)
-    speech = torch.from_numpy(utterance.pcm.astype(np.float32) / 32768.0)
-    speech = torchaudio.functional.resample(speech, utterance.sample_rate, SAMPLE_RATE).numpy()
+    utterance = Espeak.get().speak(ssml, voice, rate, pitch, seed=int(rng.integers(2**31)))
+    speech = torch.from_numpy(utterance.pcm.astype(np.float64) / 32768.0)  # float64: same bits anywhere
+    speech = torchaudio.functional.resample(speech, utterance.sample_rate, SAMPLE_RATE).float().numpy()
     lead_n, trail_n = round(lead * SAMPLE_RATE), round(trail * SAMPLE_RATE)
     wave = np.concatenate([np.zeros(lead_n, np.float32), speech, np.zeros(trail_n, np.float32)])
     duration = len(wave) / SAMPLE_RATE

@@ -1,0 +1,256 @@
+"""Data: corpus synthesis, shards, the loader's decoding, batching, fault handling and node splits."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from mmchunk.data import DataConfig, expand_urls, make_dataset, make_loader
+from mmchunk.data.check import check_shards
+from mmchunk.data.decode import DecodeError, decode_audio, decode_video
+from mmchunk.data.energy import frame_rms
+from mmchunk.data.loader import text_byte_times
+from mmchunk.data.pack import pack_folder
+from mmchunk.data.shards import ShardWriter
+from mmchunk.data.synth import synth_corpus, synth_sample
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """12 samples with video, 3 per shard: 4 train shards, no validation split."""
+    out = tmp_path_factory.mktemp("corpus")
+    synth_corpus(out, 12, video=True, seed=7, val_fraction=0.0, shard_size=3, workers=1, progress=False)
+    return out
+
+
+def members(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
+
+
+def test_synthesis_is_deterministic_across_processes(tmp_path):
+    key, first = synth_sample(3, 5, video=True)
+    _, again = synth_sample(3, 5, video=True)
+    assert key == "sample-000005"
+    for ext in ("txt", "json", "flac", "mp4"):
+        assert first[ext] == again[ext], ext
+    assert synth_sample(4, 5)[1]["json"] != first["json"]
+    common = {"seed": 3, "shard_size": 4, "val_fraction": 0.34, "video": True, "progress": False}
+    synth_corpus(tmp_path / "a", 6, workers=1, **common)
+    synth_corpus(tmp_path / "b", 6, workers=2, **common)
+    for split in ("train", "val"):
+        shards_a = sorted((tmp_path / "a" / split).glob("*.tar"))
+        assert [p.name for p in shards_a] == [p.name for p in sorted((tmp_path / "b" / split).glob("*.tar"))]
+        for shard in shards_a:
+            assert members(shard) == members(tmp_path / "b" / split / shard.name)
+    sizes = json.loads((tmp_path / "a" / "val" / "sizes.json").read_text())
+    assert sizes == {"val-000000.tar": 2}
+
+
+def test_ground_truth_matches_the_signal():
+    _, sample = synth_sample(0, 11, video=True)
+    meta = json.loads(sample["json"])
+    wave, rate = soundfile.read(io.BytesIO(sample["flac"]), dtype="float32")
+    assert rate == 16_000 and wave.ndim == 1
+    assert abs(len(wave) / rate - meta["duration"]) < 1e-3
+    assert [w["word"] for w in meta["words"]] == meta["text"].split()
+    starts = [w["start"] for w in meta["words"]]
+    assert starts == sorted(starts) and all(w["end"] > w["start"] for w in meta["words"])
+    for start, end in meta["silences"]:  # silences are silent: every 10 ms frame under −50 dBFS
+        assert end - start >= 0.1
+        seg = wave[round(start * rate) : round(end * rate)]
+        assert frame_rms(seg, rate).max() < 10 ** (-50 / 20)
+    assert meta["silences"][0][0] == 0.0 and meta["silences"][-1][1] == meta["duration"]
+    first = meta["words"][0]["start"]
+    assert abs(first - meta["silences"][0][1]) < 0.05  # speech starts when the lead silence ends
+    speech = wave[round(first * rate) : round(meta["words"][-1]["end"] * rate)]
+    assert frame_rms(speech, rate).mean() > 10 ** (-30 / 20)
+    frames, times = decode_video(sample["mp4"], 25.0, (48, 64))
+    change = (frames[1:].int() - frames[:-1].int()).abs().flatten(1)
+    for start, end in meta["static"]:  # frozen picture: consecutive frames differ by codec noise only
+        first, stop = round(start * 25), round(end * 25)
+        inside = torch.tensor([first <= round(t * 25) < stop for t in times[1:].tolist()])
+        assert change[inside].float().mean(1).max() < 1.0  # mean |difference| under one grey level
+    assert change.amax(1).max() > 50  # the shape does move while speech is active
+
+
+def test_loader_round_trip(corpus):
+    batches = list(make_loader(corpus / "train", DataConfig(max_seconds=12.0)))
+    keys = [k for b in batches for k in b.keys]
+    assert sorted(keys) == [f"sample-{i:06d}" for i in range(12)]
+    for batch in batches:
+        assert not batch.skipped
+        seconds = batch.audio.lengths.sum().item() / 16_000
+        assert seconds <= 12.0 or len(batch) == 1
+        assert batch.audio.batch_size == batch.text.batch_size == batch.video.batch_size == len(batch)
+        for i, meta in enumerate(batch.meta):
+            assert bytes(batch.text.split()[i].tolist()).decode() == meta["text"]
+            assert abs(batch.audio.lengths[i].item() - meta["duration"] * 16_000) <= 1
+            assert abs(batch.video.lengths[i].item() - math.ceil(meta["duration"] * 25)) <= 1
+        assert batch.text.t_end.max() <= max(m["duration"] for m in batch.meta) + 1e-4
+        assert batch.video.values.dtype == torch.uint8 and batch.video.values.shape[1:] == (3, 48, 64)
+
+
+def test_budget_and_sample_cap(corpus):
+    for batch in make_dataset(corpus / "train", DataConfig(max_seconds=1e9, max_samples=5)):
+        assert len(batch) <= 5
+    sizes = [len(b) for b in make_dataset(corpus / "train", DataConfig(max_seconds=0.5))]
+    assert sizes == [1] * 12  # every sample is longer than the budget: one per batch
+
+
+def test_text_byte_times_rule():
+    words = [{"word": "ab", "start": 1.0, "end": 1.5}, {"word": "c", "start": 2.0, "end": 2.25}]
+    start, end = text_byte_times("ab c", words, 3.0)
+    assert start.tolist() == [1.0, 1.0, 1.5, 2.0] and end.tolist() == [1.5, 1.5, 2.0, 2.25]
+    start, end = text_byte_times("xyz", None, 3.0)  # no timings: bytes share the duration evenly
+    assert start.tolist() == [0.0, 1.0, 2.0] and end.tolist() == [1.0, 2.0, 3.0]
+
+
+def wav_bytes(wave: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
+    buf = io.BytesIO()
+    soundfile.write(buf, wave, rate, format="WAV", subtype=subtype)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(8000, 1), (22050, 1), (44100, 2), (48000, 2)])
+def test_sample_rates_are_resampled(rate, channels):
+    t = np.arange(int(0.5 * rate)) / rate
+    tone = 0.5 * np.sin(2 * np.pi * 440.0 * t)
+    wave = np.stack([tone] * channels, axis=1) if channels > 1 else tone
+    audio, native = decode_audio(wav_bytes(wave.astype(np.float32), rate), 16_000)
+    assert native == rate
+    assert abs(audio.numel() - 8000) <= 1
+    spectrum = torch.fft.rfft(audio).abs()
+    assert abs(spectrum.argmax().item() * 16_000 / audio.numel() - 440.0) < 4.0
+    assert abs(audio.abs().max().item() - 0.5) < 0.02
+
+
+class _WritesAFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_every_planted_fault_is_reported_by_key(corpus, tmp_path):
+    good = members(sorted((corpus / "train").glob("*.tar"))[0])
+    key = "sample-000000"
+    base = {ext: good[f"{key}.{ext}"] for ext in ("flac", "txt", "json")}
+    canary = tmp_path / "unpickled"
+    faults = {
+        "truncated-flac": {**base, "flac": base["flac"][: len(base["flac"]) // 3]},
+        "zero-length": {**base, "flac": b"", "wav": wav_bytes(np.zeros(0, np.float32), 16_000)},
+        "bad-utf8": {**base, "txt": b"\xff\xfe broken \xc3"},
+        "no-audio": {"txt": base["txt"], "json": base["json"]},
+        "bad-mp4": {**base, "mp4": b"\x00\x00\x00\x18ftypmp42 not really a video"},
+        "nan-audio": {
+            **base,
+            "flac": b"",
+            "wav": wav_bytes(np.array([0.1, np.nan, 0.2], np.float32), 16_000, "FLOAT"),
+        },
+    }
+    faults["zero-length"].pop("flac")
+    faults["nan-audio"].pop("flac")
+    shards = tmp_path / "shards"
+    with ShardWriter(shards, "bad", shard_size=100) as writer:
+        writer.write("ok-first", base)
+        for name, sample in faults.items():
+            writer.write(name, sample)
+        writer.write("pickled", {**base, "pyd": pickle.dumps(_WritesAFile(canary))})
+        writer.write("ok-last", base)
+    with ShardWriter(shards, "cut", shard_size=100) as writer:
+        for i in range(3):
+            writer.write(f"cut-{i}", base)
+    cut = shards / "cut-000000.tar"
+    data = cut.read_bytes()
+    cut.write_bytes(data[: data.index(b"cut-2.json") + 900])  # ends inside cut-2's flac member
+    report = check_shards(str(shards))
+    reasons = {e["key"]: e["reason"] for e in report["errors"]}
+    assert report["ok"] == 5  # ok-first, pickled (pickle ignored), ok-last, cut-0, cut-1
+    assert not canary.exists()
+    assert "unreadable audio" in reasons["truncated-flac"]
+    assert "no samples" in reasons["zero-length"]
+    assert "UTF-8" in reasons["bad-utf8"]
+    assert "no audio member" in reasons["no-audio"]
+    assert "unreadable video" in reasons["bad-mp4"]
+    assert "NaN" in reasons["nan-audio"]
+    assert "cut off" in reasons["cut-2"]
+    assert "shard unreadable after 2 samples" in reasons[None]
+    assert report["skipped"] == len(faults) + 1
+    for error in report["errors"]:
+        assert "\n" not in error["reason"] and error["shard"].endswith(".tar")
+
+
+def test_expand_urls(corpus):
+    train = corpus / "train"
+    assert expand_urls(str(train)) == [str(p) for p in sorted(train.glob("*.tar"))]
+    assert expand_urls(f"{train}/train-{{000001..000002}}.tar") == [
+        f"{train}/train-000001.tar",
+        f"{train}/train-000002.tar",
+    ]
+    assert expand_urls("pipe:cat x.tar") == ["pipe:cat x.tar"]
+    with pytest.raises(FileNotFoundError, match="no such shard"):
+        expand_urls(str(train / "nope.tar"))
+
+
+def test_nodes_and_workers_read_disjoint_shards(corpus, monkeypatch):
+    seen = []
+    for rank in range(2):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        loader = make_loader(corpus / "train", DataConfig(max_samples=2), num_workers=2)
+        seen.append({k for batch in loader for k in batch.keys})
+    assert not seen[0] & seen[1]
+    assert sorted(seen[0] | seen[1]) == [f"sample-{i:06d}" for i in range(12)]
+    assert len(seen[0]) == len(seen[1]) == 6
+
+
+def test_resampled_mode_gives_every_rank_the_same_number_of_batches(corpus, monkeypatch):
+    counts = []
+    for rank in range(2):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        loader = make_loader(corpus / "train", DataConfig(max_samples=2), resampled=True, epoch_batches=5)
+        counts.append(sum(1 for _ in loader))
+    assert counts == [5, 5]
+
+
+def test_pack_folder_reports_every_skip(corpus, tmp_path):
+    src = tmp_path / "media"
+    (src / "sub").mkdir(parents=True)
+    good = members(sorted((corpus / "train").glob("*.tar"))[0])
+    (src / "a.flac").write_bytes(good["sample-000000.flac"])
+    (src / "a.txt").write_bytes(good["sample-000000.txt"])
+    (src / "sub" / "b.wav").write_bytes(wav_bytes(np.zeros(800, np.float32) + 0.1, 8000))
+    (src / "sub" / "b.txt").write_text("hello")
+    (src / "sub" / "b.flac").write_bytes(good["sample-000001.flac"])
+    (src / "c.wav").write_bytes(b"RIFF garbage")
+    (src / "c.txt").write_text("orphan")
+    (src / "model.pth").write_bytes(b"\x80\x04pickle")
+    report = pack_folder(src, tmp_path / "out", name="media")
+    reasons = {Path(p).name: r for p, r in report.skipped}
+    assert report.written == 2
+    assert "second audio" in reasons["b.wav"]
+    assert "unreadable audio" in reasons["c.wav"]
+    assert "no audio or video" in reasons["c.txt"]
+    assert "extension .pth" in reasons["model.pth"]
+    result = check_shards(str(tmp_path / "out"))
+    assert result["ok"] == 2 and result["skipped"] == 0
+    loaded = next(iter(make_dataset(tmp_path / "out")))
+    assert sorted(loaded.keys) == ["a", "sub__b"]
+
+
+def test_decode_errors_are_one_line():
+    with pytest.raises(DecodeError, match="unreadable audio") as info:
+        decode_audio(b"not audio at all", 16_000)
+    assert "\n" not in str(info.value)
