@@ -35,3 +35,8 @@ def test_kernels_benchmark_runs_triton_rows_in_the_interpreter():
     assert "Triton rows run in the interpreter" in out
     rows = [line for line in out.splitlines() if line.startswith(("segment_reduce", "ema_scan", "varlen"))]
     assert sum(" triton " in line for line in rows) == 4
+
+
+def test_data_benchmark():
+    out = run("data.py", "--num", "4", "--reps", "1")
+    assert "x real time" in out and "frames/s" in out

@@ -71,15 +71,12 @@ def decode_json(data: bytes) -> dict:
 def decode_video(data: bytes, fps: float, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Frames `[F, 3, H, W]` uint8 sampled at `fps` and resized to `size` (H, W), and their times `[F]`.
 
-    decord reads the file when it is installed and can; PyAV is the fallback.
+    decord reads the file when it is installed and can; PyAV is the fallback (`read_frames`).
     """
     try:
-        frames, native_fps = _read_decord(data)
-    except Exception:  # decord missing, or it cannot read this file: PyAV decides
-        try:
-            frames, native_fps = _read_pyav(data)
-        except Exception as exc:
-            raise DecodeError(f"unreadable video: {_one_line(exc)}") from None
+        frames, native_fps = read_frames(data)
+    except Exception as exc:
+        raise DecodeError(f"unreadable video: {_one_line(exc)}") from None
     if len(frames) == 0:
         raise DecodeError("video has no frames")
     duration = len(frames) / native_fps
@@ -91,10 +88,25 @@ def decode_video(data: bytes, fps: float, size: tuple[int, int]) -> tuple[torch.
     return picked.contiguous(), times.float()
 
 
+def read_frames(data: bytes, backend: str = "auto") -> tuple[np.ndarray, float]:
+    """All frames `[F, H, W, 3]` uint8 of a video file and its frame rate.
+
+    "auto" tries decord and falls back to PyAV when decord is missing or cannot read the file.
+    """
+    if backend == "pyav":
+        return _read_pyav(data)
+    try:
+        return _read_decord(data)
+    except Exception:  # decord missing, or it cannot read this file
+        if backend == "decord":
+            raise
+        return _read_pyav(data)
+
+
 def _read_decord(data: bytes) -> tuple[np.ndarray, float]:
     import decord
 
-    reader = decord.VideoReader(io.BytesIO(data))
+    reader = decord.VideoReader(io.BytesIO(data), num_threads=1)
     return reader.get_batch(list(range(len(reader)))).asnumpy(), float(reader.get_avg_fps())
 
 

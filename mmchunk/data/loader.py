@@ -51,6 +51,7 @@ class DataConfig:
     max_seconds: float = 120.0
     max_samples: int = 64
     require_text: bool = True
+    use_video: bool = True
     shuffle_buffer: int = 0
     seed: int = 0
 
@@ -188,7 +189,7 @@ def _decode(raw: dict, config: DataConfig) -> Sample:
         if config.require_text and not text:
             raise DecodeError("no transcript (.txt member or 'text' in .json)")
         video = times = None
-        member = next((e for e in VIDEO_EXTS if e in raw), None)
+        member = next((e for e in VIDEO_EXTS if e in raw), None) if config.use_video else None
         if member is not None:
             video, times = decode_video(raw[member], config.video_fps, config.video_size)
     except DecodeError as exc:
