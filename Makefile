@@ -30,6 +30,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ragged_ops.py
 	$(BIN)/python benchmarks/kernels.py
+	$(BIN)/python benchmarks/data.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

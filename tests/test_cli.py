@@ -18,7 +18,11 @@ def run(*args, cwd=None):
     return subprocess.run([str(BIN / "mmchunk"), *args], capture_output=True, text=True, cwd=cwd)
 
 
-@pytest.mark.parametrize("args", [["--help"], ["demo", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["demo", "--help"], ["data", "--help"]]
+    + [["data", cmd, "--help"] for cmd in ("synth", "pack", "check")],
+)
 def test_help(args):
     result = run(*args)
     assert result.returncode == 0 and "usage: mmchunk" in result.stdout
@@ -59,3 +63,30 @@ def test_only_the_mmchunk_package_is_installed(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def one_line_error(result, command: str) -> str:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"mmchunk {command}: error:")
+    return lines[-1]
+
+
+def test_data_commands(tmp_path):
+    out = tmp_path / "corpus"
+    args = ["--out", str(out), "--num", "3", "--shard-size", "2", "--val-fraction", "0.34", "--workers", "1"]
+    made = run("data", "synth", *args)
+    assert made.returncode == 0, made.stderr
+    assert "train: 2 samples in 1 shards" in made.stdout and "val: 1 samples in 1 shards" in made.stdout
+    assert "already holds shards" in one_line_error(run("data", "synth", *args), "data synth")
+    checked = run("data", "check", str(out / "train"), "--json")
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout) == {"ok": 2, "skipped": 0, "errors": []}
+    assert "no such shard" in one_line_error(run("data", "check", str(tmp_path / "nope.tar")), "data check")
+    (tmp_path / "empty").mkdir()
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_bytes(b"this is not a tar file at all" * 40)
+    assert "could be read" in one_line_error(run("data", "check", str(garbage)), "data check")
+    packed = run("data", "pack", str(tmp_path / "empty"), "--out", str(tmp_path / "packed"))
+    assert "no sample could be packed" in one_line_error(packed, "data pack")
