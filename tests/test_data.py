@@ -203,6 +203,17 @@ def test_expand_urls(corpus):
         expand_urls(str(train / "nope.tar"))
 
 
+def test_streams_from_pipes_and_object_stores(corpus):
+    import fsspec
+
+    shard = sorted((corpus / "train").glob("*.tar"))[0]
+    with fsspec.open("memory://bucket/train-000000.tar", "wb") as f:
+        f.write(shard.read_bytes())
+    local = [k for b in make_dataset(str(shard)) for k in b.keys]
+    assert [k for b in make_dataset(f"pipe:cat {shard}") for k in b.keys] == local
+    assert [k for b in make_dataset("memory://bucket/train-000000.tar") for k in b.keys] == local
+
+
 def test_nodes_and_workers_read_disjoint_shards(corpus, monkeypatch):
     seen = []
     for rank in range(2):

@@ -13,6 +13,7 @@ import os
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import IO
 
 import braceexpand
 import torch
@@ -31,7 +32,9 @@ from mmchunk.data.decode import (
 from mmchunk.ragged import Ragged
 
 log = logging.getLogger(__name__)
-REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://", "gcs://", "az://", "hf://")
+# URL schemes webdataset's gopen streams itself (through subprocesses such as curl); any other
+# scheme (s3://, gs://, az://, memory://, ...) is opened with fsspec and the store's backend.
+GOPEN_SCHEMES = ("pipe", "http", "https", "sftp", "ftps", "scp", "hf", "ais", "file")
 
 
 @dataclass
@@ -108,7 +111,7 @@ def expand_urls(spec: str | os.PathLike | Iterable[str | os.PathLike]) -> list[s
     urls: list[str] = []
     for item in specs:
         for url in braceexpand.braceexpand(os.fspath(item)):
-            if url.startswith(REMOTE_PREFIXES):
+            if url.startswith("pipe:") or "://" in url:
                 urls.append(url)
             elif os.path.isdir(url):
                 urls.extend(sorted(glob.glob(os.path.join(url, "*.tar"))))
@@ -121,6 +124,16 @@ def expand_urls(spec: str | os.PathLike | Iterable[str | os.PathLike]) -> list[s
     if not urls:
         raise FileNotFoundError(f"no shards match {spec!r}")
     return urls
+
+
+def open_shard(url: str) -> IO[bytes]:
+    """A readable binary stream of a shard: local path, gopen URL (pipe:, http(s)://) or fsspec URL."""
+    scheme = url.split("://", 1)[0] if "://" in url else ("pipe" if url.startswith("pipe:") else "")
+    if scheme and scheme not in GOPEN_SCHEMES:
+        import fsspec
+
+        return fsspec.open(url, "rb").open()
+    return wds.gopen(url)
 
 
 def _split_name(name: str) -> tuple[str, str]:
@@ -140,7 +153,7 @@ def read_shards(urls: Iterable[str]) -> Iterator[dict | Skipped]:
         sample: dict | None = None
         count = 0
         try:
-            with wds.gopen(url) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
+            with open_shard(url) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
                 for info in tar:
                     if not info.isfile():
                         continue
