@@ -1,1 +1,17 @@
 """Per-modality encoders (text bytes, audio samples, video frames) producing Ragged features."""
+
+from .audio import AudioSamples, frame_waveforms
+from .base import REGISTRY, ModalityEncoder, build_encoder, register
+from .text import TextBytes
+from .video import VideoFrames
+
+__all__ = [
+    "REGISTRY",
+    "AudioSamples",
+    "ModalityEncoder",
+    "TextBytes",
+    "VideoFrames",
+    "build_encoder",
+    "frame_waveforms",
+    "register",
+]

@@ -1,0 +1,100 @@
+"""AudioSamples: 16 kHz waveform → 20 ms frames → strided conv (or log-mel) stem → local mixing."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchaudio
+from torch import Tensor, nn
+
+from mmchunk.kernels import seq_lengths
+from mmchunk.layers import MixerStack, RMSNorm
+from mmchunk.ragged import Ragged
+
+from .base import ModalityEncoder, register
+
+STEMS = ("conv", "logmel")
+
+
+def frame_waveforms(x: Ragged, hop: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Cut every waveform of `x` (values `[N]`) into non-overlapping frames of `hop` samples.
+
+    Returns frames `[F, hop]` (the last frame of each sequence zero-padded), the frames' new
+    `cu_seqlens [B+1]`, and each frame's index within its sequence `[F]`. No frame spans two
+    sequences.
+    """
+    counts = torch.div(seq_lengths(x.cu_seqlens) + hop - 1, hop, rounding_mode="floor")
+    frame_cu = F.pad(counts.cumsum(0), (1, 0)).to(torch.int32)
+    total = int(frame_cu[-1])
+    seq = torch.repeat_interleave(
+        torch.arange(len(counts), device=x.values.device), counts, output_size=total
+    )
+    index = torch.arange(total, device=x.values.device) - frame_cu.long()[seq]
+    start = x.cu_seqlens.long()[seq] + index * hop
+    samples = start[:, None] + torch.arange(hop, device=x.values.device)
+    valid = samples < x.cu_seqlens.long()[seq + 1][:, None]
+    frames = torch.where(valid, x.values[samples.clamp(max=max(x.num_tokens - 1, 0))], 0.0)
+    return frames, frame_cu, index
+
+
+@register
+class AudioSamples(ModalityEncoder):
+    """Waveform encoder at 50 Hz: 20 ms frames through a strided conv stem (or log-mel features),
+    then `depth` local mixing blocks. Silence gives identical frames, hence identical features."""
+
+    modality = "audio"
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int = 2,
+        mixer: str = "recurrent",
+        stem: str = "logmel",
+        sample_rate: int = 16_000,
+        frame_ms: float = 20.0,
+        n_mels: int = 40,
+        channels: int = 64,
+    ) -> None:
+        super().__init__(dim)
+        if stem not in STEMS:
+            raise ValueError(f"AudioSamples: stem must be one of {STEMS}, got {stem!r}")
+        self.stem_kind, self.sample_rate = stem, sample_rate
+        self.hop = round(sample_rate * frame_ms / 1000)
+        self.native_rate_hz = sample_rate / self.hop
+        if stem == "conv":
+            self.stem = nn.Sequential(
+                nn.Conv1d(1, channels, 10, stride=5), nn.GELU(),
+                nn.Conv1d(channels, channels, 8, stride=4), nn.GELU(),
+                nn.Conv1d(channels, channels, 4, stride=2), nn.GELU(),
+            )  # fmt: skip
+            self.proj = nn.Linear(channels, dim)
+        else:
+            n_fft = 1 << (self.hop - 1).bit_length()
+            self.register_buffer("window", torch.hann_window(self.hop), persistent=False)
+            fbank = torchaudio.functional.melscale_fbanks(
+                n_fft // 2 + 1, 0.0, sample_rate / 2, n_mels, sample_rate
+            )
+            self.register_buffer("fbank", fbank, persistent=False)
+            self.n_fft = n_fft
+            self.proj = nn.Linear(n_mels, dim)
+        self.norm = RMSNorm(dim)
+        self.mixing = MixerStack(dim, depth, mixer)
+
+    def features(self, frames: Tensor) -> Tensor:
+        """Frames `[F, hop]` → stem features `[F, D]`."""
+        if self.stem_kind == "conv":
+            return self.proj(self.stem(frames[:, None]).mean(-1))
+        power = torch.fft.rfft(frames * self.window, n=self.n_fft).abs().pow(2)
+        return self.proj(torch.log(power @ self.fbank + 1e-6) / 4.0)
+
+    def forward(self, x: Ragged) -> Ragged:
+        """Waveforms `[N]` (float, `sample_rate`) → frame features `[F, D]` with 20 ms time spans."""
+        frames, frame_cu, index = frame_waveforms(x, self.hop)
+        t_start = index.float() * (self.hop / self.sample_rate)
+        features = Ragged(
+            self.norm(self.features(frames)),
+            frame_cu,
+            t_start=t_start,
+            t_end=t_start + self.hop / self.sample_rate,
+        )
+        return self.mixing(features)
