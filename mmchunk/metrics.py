@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+from torch import Tensor
+
 
 def match_boundaries(predicted: Sequence[float], reference: Sequence[float], tolerance: float) -> int:
     """Number of hits of a greedy one-to-one matching within `tolerance` seconds.
@@ -48,3 +51,21 @@ def boundary_scores(
         "os": over,
         "r_value": 1.0 - (abs(r1) + abs(r2)) / 2.0,
     }
+
+
+def retrieval_metrics(similarity: Tensor, prefix: str) -> dict[str, float]:
+    """LAION-CLAP retrieval scores of queries (rows) against candidates (columns), true pair on the diagonal.
+
+    `similarity [N, N]`: the rank of the true candidate counts from 0 among all N (candidates that
+    tie with it do not push it down); R@k = share of
+    queries with rank < k; mAP@10 = mean of 1/(rank+1) if rank < 10 else 0. Keys are
+    `{prefix}_R@1`, `{prefix}_R@5`, `{prefix}_R@10`, `{prefix}_mAP@10`.
+    """
+    sim = torch.as_tensor(similarity, dtype=torch.float64)
+    if sim.dim() != 2 or sim.shape[0] != sim.shape[1]:
+        raise ValueError(f"retrieval_metrics: similarity must be square [N, N], got {tuple(sim.shape)}")
+    true = sim.diagonal()[:, None]
+    rank = (sim > true).sum(dim=1)
+    scores = {f"{prefix}_R@{k}": float((rank < k).double().mean()) for k in (1, 5, 10)}
+    scores[f"{prefix}_mAP@10"] = float(torch.where(rank < 10, 1.0 / (rank + 1), 0.0).mean())
+    return scores

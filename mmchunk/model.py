@@ -1,0 +1,155 @@
+"""ChunkFusionModel: encoders → one shared dynamic chunker → chunk-level main network → heads.
+
+Each modality is encoded at its native rate, chunked by the same `DynamicChunker` (modality
+embeddings, per-modality targets from one chunk rate in Hz), and mixed by a shared main network
+(global attention with continuous-time rotary positions). Pooled chunk outputs give the audio and
+text embeddings of the contrastive loss; the chunks of a sample's modalities merged in time order
+(the common chunk space) go through a fusion stack for audio-text matching; dechunked main outputs
+predict each next token's encoder feature, which (as in H-Net) trains the routing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmchunk.chunker import ChunkerOutput, DynamicChunker, chunk_targets, ratio_loss
+from mmchunk.chunkspace import MODALITY_IDS, merge_in_time
+from mmchunk.encoders import build_encoder
+from mmchunk.kernels import sequence_starts
+from mmchunk.layers import MixerStack, RMSNorm
+from mmchunk.losses import hardest_negatives, info_nce, matching_loss
+from mmchunk.ragged import Ragged
+from mmchunk.ragged_ops import mean_pool, take_sequences
+
+
+@dataclass
+class FusionOutput:
+    """Embeddings `[B, E]` (L2-normalised), routing per modality, and every loss term (scalars)."""
+
+    audio_embedding: Tensor
+    text_embedding: Tensor
+    routing: dict[str, ChunkerOutput]
+    losses: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def loss(self) -> Tensor:
+        """The weighted total the optimiser minimises."""
+        return self.losses["total"]
+
+
+class ChunkFusionModel(nn.Module):
+    """Audio-text(-video) model over the common chunk space; see the module docstring.
+
+    dim: width everywhere; embed_dim: contrastive embedding size; chunk_rate_hz: the one chunk rate
+    shared by all modalities; encoders: per-modality keyword arguments (the keys choose which
+    modalities exist); main_depth / fusion_depth: attention blocks on chunks / on merged chunks;
+    ratio_weight (H-Net's α), predict_weight, match_weight: loss weights.
+    """
+
+    def __init__(
+        self,
+        dim: int = 192,
+        embed_dim: int = 128,
+        chunk_rate_hz: float = 6.0,
+        encoders: Mapping[str, dict] | None = None,
+        main_depth: int = 2,
+        fusion_depth: int = 1,
+        heads: int = 4,
+        ratio_weight: float = 0.03,
+        predict_weight: float = 0.1,
+        match_weight: float = 0.5,
+    ) -> None:
+        super().__init__()
+        encoders = dict(encoders) if encoders is not None else {"audio": {}, "text": {}, "video": {}}
+        if "audio" not in encoders or "text" not in encoders:
+            raise ValueError("ChunkFusionModel needs at least the audio and text encoders")
+        self.encoders = nn.ModuleDict({m: build_encoder(m, dim, **kw) for m, kw in encoders.items()})
+        self.targets = chunk_targets(chunk_rate_hz, {m: e.native_rate_hz for m, e in self.encoders.items()})
+        self.chunker = DynamicChunker(dim, num_modalities=len(MODALITY_IDS))
+        self.main = MixerStack(dim, main_depth, "attention", heads)
+        self.fusion = MixerStack(dim, fusion_depth, "attention", heads)
+        self.predictors = nn.ModuleDict({m: nn.Linear(dim, dim) for m in encoders})
+        self.projections = nn.ModuleDict(
+            {m: nn.Sequential(RMSNorm(dim), nn.Linear(dim, embed_dim)) for m in ("audio", "text")}
+        )
+        self.match_head = nn.Sequential(RMSNorm(dim), nn.Linear(dim, 1))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.weights = {"ratio": ratio_weight, "predict": predict_weight, "match": match_weight}
+
+    def encode(
+        self, inputs: Mapping[str, Ragged]
+    ) -> tuple[dict[str, Ragged], dict[str, ChunkerOutput], dict[str, Tensor]]:
+        """Per modality present in `inputs`: main-network chunk outputs, routing, and the routing losses
+        (ratio loss against the modality's target, next-feature prediction through dechunk)."""
+        chunks, routing, losses = {}, {}, {}
+        for m, x in inputs.items():
+            if x is None or m not in self.encoders or x.num_tokens == 0:
+                continue
+            feats = self.encoders[m](x)
+            tagged = Ragged(
+                feats.values,
+                feats.cu_seqlens,
+                t_start=feats.t_start,
+                t_end=feats.t_end,
+                modality=torch.full((feats.num_tokens,), MODALITY_IDS[m], device=feats.values.device),
+            )
+            routed = self.chunker(tagged)
+            mixed = self.main(routed.chunks)
+            chunks[m], routing[m] = mixed, routed
+            losses[f"ratio_{m}"] = ratio_loss(routed.boundary_mask, routed.probs, self.targets[m])
+            losses[f"predict_{m}"] = self._next_feature_loss(m, mixed, routed, feats)
+        return chunks, routing, losses
+
+    def _next_feature_loss(self, m: str, mixed: Ragged, routed: ChunkerOutput, feats: Ragged) -> Tensor:
+        """Cosine loss of predicting token t+1's encoder feature from the dechunked output at t."""
+        tokens = self.chunker.dechunk(mixed, routed)
+        keep = ~sequence_starts(feats.cu_seqlens, feats.num_tokens)[1:]
+        if not keep.any():
+            return tokens.sum() * 0.0
+        pred = self.predictors[m](tokens[:-1][keep])
+        target = feats.values[1:][keep].detach()
+        return (1.0 - F.cosine_similarity(pred, target, dim=-1)).mean()
+
+    def embed(self, chunks: Mapping[str, Ragged]) -> dict[str, Tensor]:
+        """L2-normalised pooled embeddings `[B, E]` of the audio and text chunk outputs."""
+        return {m: F.normalize(self.projections[m](mean_pool(chunks[m])), dim=-1) for m in ("audio", "text")}
+
+    def match_logits(self, chunks: Mapping[str, Ragged], text_index: Tensor) -> Tensor:
+        """Match logit `[B]` of each sample's audio (and video) with the text of sample `text_index[b]`."""
+        parts = {m: c for m, c in chunks.items() if m != "text"}
+        parts["text"] = take_sequences(chunks["text"], text_index)
+        merged, _ = merge_in_time(parts)
+        return self.match_head(mean_pool(self.fusion(merged))).squeeze(-1)
+
+    def forward(self, inputs: Mapping[str, Ragged]) -> FusionOutput:
+        """`inputs` maps "audio", "text" (and optionally "video") to the loader's Ragged batches."""
+        chunks, routing, losses = self.encode(inputs)
+        emb = self.embed(chunks)
+        batch = emb["audio"].shape[0]
+        losses["contrastive"] = info_nce(emb["audio"], emb["text"], self.logit_scale)
+        total = losses["contrastive"]
+        if batch >= 2:
+            negatives = hardest_negatives(emb["audio"] @ emb["text"].T)
+            index = torch.cat([torch.arange(batch, device=negatives.device), negatives])
+            doubled = {
+                m: take_sequences(c, torch.cat([torch.arange(batch), torch.arange(batch)]))
+                for m, c in chunks.items()
+                if m != "text"
+            }
+            doubled["text"] = chunks["text"]
+            logits = self.match_logits(doubled, index)
+            labels = torch.cat([torch.ones(batch), torch.zeros(batch)]).to(logits.device)
+            losses["match"] = matching_loss(logits, labels)
+            total = total + self.weights["match"] * losses["match"]
+        for name, value in list(losses.items()):
+            kind = name.split("_")[0]
+            if kind in ("ratio", "predict"):
+                total = total + self.weights[kind] * value
+        losses["total"] = total
+        return FusionOutput(emb["audio"], emb["text"], routing, losses)
