@@ -52,8 +52,9 @@ def token_positions(x: Ragged, time_scale: float) -> Tensor:
 def rotary(x: Tensor, positions: Tensor, base: float = 10_000.0) -> Tensor:
     """Rotary embedding at real-valued positions: `x [T, H, Dh]` (Dh even), `positions [T]`."""
     half = x.shape[-1] // 2
-    freqs = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
-    angles = positions.float()[:, None, None] * freqs
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    freqs = base ** (-torch.arange(half, device=x.device, dtype=dtype) / half)
+    angles = positions.to(dtype)[:, None, None] * freqs
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)

@@ -1,0 +1,209 @@
+"""Layers, encoders, the common chunk space and the fusion model against independent references."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import bounds, cu_from_lengths
+
+from mmchunk import Ragged
+from mmchunk.chunkspace import MODALITY_IDS, merge_in_time
+from mmchunk.encoders import AudioSamples, TextBytes, VideoFrames, build_encoder, frame_waveforms
+from mmchunk.layers import Attention, GatedRecurrence, rotary
+from mmchunk.losses import hardest_negatives, info_nce
+from mmchunk.metrics import retrieval_metrics
+from mmchunk.model import ChunkFusionModel
+from mmchunk.ragged_ops import mean_pool, take_sequences
+
+
+def test_rotary_depends_only_on_relative_position():
+    q, k = torch.randn(2, 1, 1, 8, dtype=torch.float64)
+    dots = [
+        (
+            rotary(q, torch.tensor([p + 3.7], dtype=torch.float64))
+            * rotary(k, torch.tensor([p], dtype=torch.float64))
+        ).sum()
+        for p in (0.0, 1.5, 42.25)
+    ]
+    torch.testing.assert_close(torch.stack(dots), dots[0].expand(3))
+    torch.testing.assert_close(rotary(q, torch.tensor([5.0])).norm(), q.norm())
+
+
+def test_gated_recurrence_matches_a_loop_and_never_crosses_sequences():
+    torch.manual_seed(0)
+    layer = GatedRecurrence(6).double()
+    cu = cu_from_lengths([4, 0, 1, 7])
+    x = torch.randn(12, 6, dtype=torch.float64)
+    batch = Ragged(x, cu)
+    got = layer(x, batch)
+    cand, gate, out_gate = layer.in_proj(x).chunk(3, dim=-1)
+    z = torch.sigmoid(gate)
+    want = torch.empty_like(x)
+    for s, e in bounds(cu):
+        h = torch.zeros(6, dtype=torch.float64)
+        for t in range(s, e):
+            h = z[t] * cand[t] + (1 - z[t]) * h
+            want[t] = layer.out_proj(h * torch.nn.functional.silu(out_gate[t]))
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("window", [None, 2])
+def test_attention_stays_inside_sequences_and_windows(window):
+    torch.manual_seed(0)
+    layer = Attention(8, heads=2, window=window).double()
+    cu = cu_from_lengths([6, 5])
+    x = torch.randn(11, 8, dtype=torch.float64)
+    base = layer(x, Ragged(x, cu))
+    changed = x.clone()
+    changed[8] += 1.0  # a token of the second sequence
+    out = layer(changed, Ragged(changed, cu))
+    torch.testing.assert_close(out[:6], base[:6])  # the first sequence never sees it
+    if window is not None:
+        far = [i for i in range(6, 11) if abs(i - 8) > window]
+        torch.testing.assert_close(out[far], base[far])
+    assert not torch.allclose(out[8], base[8])
+
+
+def test_frame_waveforms_matches_per_sequence_padding():
+    cu = cu_from_lengths([700, 0, 1, 320])
+    x = Ragged(torch.randn(1021), cu)
+    frames, frame_cu, index = frame_waveforms(x, 320)
+    assert frame_cu.tolist() == [0, 3, 3, 4, 5]
+    want = []
+    for s, e in bounds(cu):
+        seq = x.values[s:e]
+        padded = torch.nn.functional.pad(seq, (0, -len(seq) % 320))
+        want += list(padded.reshape(-1, 320))
+    torch.testing.assert_close(frames, torch.stack(want))
+    assert index.tolist() == [0, 1, 2, 0, 0]
+
+
+@pytest.mark.parametrize("stem", ["logmel", "conv"])
+def test_audio_encoder_sees_silence_as_stationary(stem):
+    torch.manual_seed(0)
+    enc = AudioSamples(16, depth=1, stem=stem)
+    wave = torch.cat([torch.zeros(3200), 0.3 * torch.randn(1600), torch.zeros(3200)])
+    x = Ragged.from_list([wave, torch.zeros(1), torch.randn(500)])
+    frames, _, _ = frame_waveforms(x, enc.hop)
+    stem_out = enc.features(frames[:10])
+    torch.testing.assert_close(stem_out[1:10], stem_out[0].expand(9, -1))  # the silent frames
+    out = enc(x)
+    assert out.lengths.tolist() == [25, 1, 2] and out.values.shape == (28, 16)
+    assert out.t_start[:3].tolist() == pytest.approx([0.0, 0.02, 0.04])
+    assert enc.native_rate_hz == 50.0
+
+
+def test_video_and_text_encoders():
+    torch.manual_seed(0)
+    video = VideoFrames(16)
+    frame = torch.randint(0, 255, (3, 48, 64), dtype=torch.uint8)
+    clip = torch.stack([frame, frame, frame, torch.zeros_like(frame)])
+    x = Ragged.from_list([clip, frame[None]], t_start=[torch.arange(4) * 0.04, torch.zeros(1)],
+                         t_end=[torch.arange(1, 5) * 0.04, torch.full((1,), 0.04)])  # fmt: skip
+    out = video(x)
+    assert out.values.shape == (5, 16) and out.lengths.tolist() == [4, 1]
+    stem = video.norm(torch.nn.functional.gelu(video.patch(clip.float() / 255 - 0.5)).mean(dim=(-2, -1)))
+    torch.testing.assert_close(stem[1], stem[0])  # identical frames, identical features
+    text = TextBytes(16)
+    t = Ragged.from_list([torch.tensor(list(b"ab c")), torch.tensor(list(b"z"))])
+    assert text(t).values.shape == (5, 16)
+    with pytest.raises(ValueError, match="unknown encoder"):
+        build_encoder("smell", 16)
+
+
+def test_merge_in_time_orders_by_start_then_modality():
+    audio = Ragged.from_list(
+        [torch.tensor([[1.0], [2.0]]), torch.tensor([[3.0]])],
+        t_start=[torch.tensor([0.0, 0.5]), torch.tensor([0.2])],
+        t_end=[torch.tensor([0.5, 1.0]), torch.tensor([0.4])],
+    )
+    text = Ragged.from_list(
+        [torch.tensor([[10.0]]), torch.zeros(0, 1)],
+        t_start=[torch.tensor([0.5]), torch.zeros(0)],
+        t_end=[torch.tensor([0.9]), torch.zeros(0)],
+    )
+    merged, order = merge_in_time({"text": text, "audio": audio})
+    assert merged.values.flatten().tolist() == [1.0, 2.0, 10.0, 3.0]  # tie at 0.5: audio before text
+    assert merged.lengths.tolist() == [3, 1]
+    assert merged.modality.tolist() == [MODALITY_IDS[m] for m in ("audio", "audio", "text", "audio")]
+    assert torch.equal(torch.cat([text.values, audio.values])[order], merged.values)
+
+
+def test_take_sequences_and_mean_pool():
+    x = Ragged.from_list([torch.ones(2, 3), torch.zeros(0, 3), 2 * torch.ones(3, 3)], modality=[0, 1, 2])
+    y = take_sequences(x, torch.tensor([2, 0, 2, 1]))
+    assert y.lengths.tolist() == [3, 2, 3, 0]
+    assert y.modality.tolist() == [2, 2, 2, 0, 0, 2, 2, 2]
+    assert mean_pool(y)[:, 0].tolist() == [2.0, 1.0, 2.0, 0.0]
+
+
+def test_retrieval_metrics_hand_values():
+    sim = torch.tensor([[0.9, 0.1, 0.2], [0.8, 0.5, 0.1], [0.1, 0.2, 0.3]])
+    m = retrieval_metrics(sim, "a2t")  # ranks 0, 1, 0
+    assert m["a2t_R@1"] == pytest.approx(2 / 3) and m["a2t_R@5"] == 1.0
+    assert m["a2t_mAP@10"] == pytest.approx((1 + 0.5 + 1) / 3)
+
+
+def test_info_nce_and_negatives():
+    a = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    b = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    scale = torch.tensor(math.log(10.0))
+    logits = 10.0 * a @ b.T
+    want = (
+        sum(-torch.log_softmax(logits[i], 0)[i] - torch.log_softmax(logits[:, i], 0)[i] for i in range(4)) / 8
+    )
+    torch.testing.assert_close(info_nce(a, b, scale), want)
+    negatives = hardest_negatives(torch.eye(4) * 5 + torch.randn(4, 4))
+    assert (negatives != torch.arange(4)).all()
+
+
+def tiny_batch():
+    torch.manual_seed(0)
+    audio = Ragged.from_list([0.1 * torch.randn(n) for n in (4000, 2400, 3000)])
+    audio = Ragged(
+        audio.values,
+        audio.cu_seqlens,
+        t_start=torch.zeros(audio.num_tokens),
+        t_end=torch.zeros(audio.num_tokens),
+    )
+    texts = [b"the red cube", b"two stars", b"near the river"]
+    text = Ragged.from_list(
+        [torch.tensor(list(t)) for t in texts],
+        t_start=[torch.linspace(0, 0.2, len(t)) for t in texts],
+        t_end=[torch.linspace(0.01, 0.25, len(t)) for t in texts],
+    )
+    frames = [torch.randint(0, 255, (n, 3, 48, 64), dtype=torch.uint8) for n in (6, 0, 1)]
+    video = Ragged.from_list(
+        frames,
+        t_start=[torch.arange(len(f)) * 0.04 for f in frames],
+        t_end=[torch.arange(1, len(f) + 1) * 0.04 for f in frames],
+    )
+    return {"audio": audio, "text": text, "video": video}
+
+
+def test_fusion_model_trains_every_part():
+    torch.manual_seed(0)
+    small = {m: {"depth": 1} for m in ("audio", "text", "video")}
+    model = ChunkFusionModel(dim=32, embed_dim=16, main_depth=1, heads=2, encoders=small)
+    out = model(tiny_batch())
+    assert out.audio_embedding.shape == out.text_embedding.shape == (3, 16)
+    torch.testing.assert_close(out.audio_embedding.norm(dim=-1), torch.ones(3))
+    expected = {"contrastive", "match", "total"} | {
+        f"{k}_{m}" for k in ("ratio", "predict") for m in ("audio", "text", "video")
+    }
+    assert set(out.losses) == expected
+    assert all(torch.isfinite(v) for v in out.losses.values())
+    out.loss.backward()
+    names = ["chunker.q_proj.weight", "encoders.audio.proj.weight", "encoders.video.patch.weight"]
+    names += [
+        "encoders.text.embed.weight",
+        "main.0.mixer.qkv.weight",
+        "fusion.0.mixer.qkv.weight",
+        "logit_scale",
+    ]
+    for name in names:
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    assert model.targets["audio"] == pytest.approx(50 / 6)
