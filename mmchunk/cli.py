@@ -82,6 +82,13 @@ def _data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit(args: argparse.Namespace) -> int:
+    from mmchunk.training import run_fit
+
+    run_fit(args.lightning_args)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `mmchunk` and all its subcommands."""
     from pathlib import Path
@@ -105,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--clips", type=positive_int, default=4, help="number of clips (default 4)")
     demo.add_argument("--json", action="store_true", help="print the full report as JSON")
     demo.set_defaults(func=_demo)
+
+    fit = sub.add_parser(
+        "fit",
+        help="train the audio-text model with LightningCLI (e.g. --config recipes/audio_text/demo_cpu.yaml)",
+        add_help=False,
+    )
+    fit.add_argument("lightning_args", nargs=argparse.REMAINDER, help="LightningCLI fit arguments (--help)")
+    fit.set_defaults(func=_fit)
 
     data = sub.add_parser("data", help="make, pack and check WebDataset shards").add_subparsers(
         dest="data_command", metavar="DATA_COMMAND", required=True
@@ -161,8 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mmchunk` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv[:1] == ["fit"]:  # everything after `fit` belongs to LightningCLI, --config and --help included
+        args = argparse.Namespace(command="fit", func=_fit, lightning_args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2

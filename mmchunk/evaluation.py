@@ -1,0 +1,103 @@
+"""Validation metrics of the audio-text model: retrieval, compression and boundary quality."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+from mmchunk.chunker import ChunkerOutput
+from mmchunk.metrics import boundary_scores, retrieval_metrics
+
+
+def chunk_start_times(routing: ChunkerOutput) -> list[list[float]]:
+    """Per sample, the start times (s) of its chunks except the first (forced) one."""
+    starts = routing.chunks.t_start
+    return [
+        starts[s + 1 : e].tolist()
+        for s, e in zip(routing.chunks.cu_seqlens[:-1].tolist(), routing.chunks.cu_seqlens[1:].tolist())
+    ]
+
+
+def fraction_inside(times: Iterable[float], spans: Iterable[Iterable[float]]) -> tuple[int, int]:
+    """(how many `times` fall strictly inside one of `spans`, how many times there are)."""
+    times = list(times)
+    inside = sum(any(a < t < b for a, b in spans) for t in times)
+    return inside, len(times)
+
+
+class ValidationAccumulator:
+    """Collects embeddings and chunk boundaries over validation batches; `compute()` scores them."""
+
+    def __init__(self) -> None:
+        self.audio: list[Tensor] = []
+        self.text: list[Tensor] = []
+        self.predicted: dict[str, list[list[float]]] = {}
+        self.tokens: dict[str, int] = {}
+        self.chunks: dict[str, int] = {}
+        self.seconds = 0.0
+        self.metas: list[dict] = []
+
+    def update(
+        self, audio_emb: Tensor, text_emb: Tensor, routing: dict[str, ChunkerOutput], metas: list[dict]
+    ) -> None:
+        self.audio.append(audio_emb.detach().float().cpu())
+        self.text.append(text_emb.detach().float().cpu())
+        for m, r in routing.items():
+            self.predicted.setdefault(m, []).extend(chunk_start_times(r))
+            self.tokens[m] = self.tokens.get(m, 0) + r.residual.shape[0]
+            self.chunks[m] = self.chunks.get(m, 0) + r.chunks.num_tokens
+        self.seconds += sum(float(m.get("duration", 0.0)) for m in metas)
+        self.metas.extend(metas)
+
+    def compute(self) -> dict[str, float]:
+        """Retrieval (a2t/t2a R@1/5/10, mAP@10), compression and chunk rate per modality, boundary
+        P/R/F1/R-value at 20 and 50 ms against word onsets, and the share of audio boundaries
+        inside silences (video: inside static spans) beside the share of time those spans take."""
+        sim = torch.cat(self.audio) @ torch.cat(self.text).T
+        scores = {**retrieval_metrics(sim, "a2t"), **retrieval_metrics(sim.T, "t2a")}
+        for m in self.tokens:
+            scores[f"compression_{m}"] = self.tokens[m] / max(self.chunks[m], 1)
+            scores[f"chunk_rate_{m}_hz"] = self.chunks[m] / max(self.seconds, 1e-9)
+        audio = self.predicted.get("audio", [])
+        offset, predicted, reference = 0.0, [], []
+        for times, meta in zip(audio, self.metas):
+            predicted += [t + offset for t in times]
+            reference += [w["start"] + offset for w in meta.get("words", [])]
+            offset += float(meta.get("duration", 0.0)) + 10.0
+        for tol in (20, 50):
+            s = boundary_scores(predicted, reference, tol / 1000)
+            for k in ("precision", "recall", "f1", "r_value"):
+                scores[f"boundary_{k}_{tol}ms"] = s[k]
+        for m, key, name in (("audio", "silences", "silence"), ("video", "static", "static")):
+            if m not in self.predicted:
+                continue
+            inside = total = 0
+            span_time = 0.0
+            for times, meta in zip(self.predicted[m], self.metas):
+                spans = meta.get(key, [])
+                a, b = fraction_inside(times, spans)
+                inside, total = inside + a, total + b
+                span_time += sum(e - s for s, e in spans)
+            scores[f"{name}_boundary_fraction"] = inside / max(total, 1)
+            scores[f"{name}_time_fraction"] = span_time / max(self.seconds, 1e-9)
+        return scores
+
+
+def energy_vad_boundaries(wave: Tensor, sample_rate: int) -> list[float]:
+    """Heuristic baseline for audio: boundaries at the edges of the silences an energy VAD finds
+    (every 10 ms frame under −50 dBFS for ≥ 100 ms), the clip's own start and end left out."""
+    from mmchunk.data.energy import silent_intervals
+
+    duration = wave.numel() / sample_rate
+    edges = [t for span in silent_intervals(wave.double().numpy(), sample_rate) for t in span]
+    return sorted({round(t, 4) for t in edges if 0.0 < t < duration})
+
+
+def frame_difference_keep(frames: Tensor, tau: float = 0.1) -> Tensor:
+    """Heuristic baseline for video (RLT): keep frame `i` when the mean absolute difference of its
+    pixels in [0, 1] to frame `i−1` reaches `tau`; the first frame is always kept. `[F]` bool."""
+    pixels = frames.float() / 255.0
+    change = (pixels[1:] - pixels[:-1]).abs().flatten(1).mean(1)
+    return torch.cat([torch.ones(min(len(frames), 1), dtype=torch.bool), change >= tau])

@@ -1,0 +1,158 @@
+"""Lightning training of the audio-text model: the LightningModule and the shard DataModule.
+
+Lightning lives here and in the CLI only; `ChunkFusionModel` runs in any loop without it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+
+from mmchunk.data import Batch, DataConfig, make_loader
+from mmchunk.evaluation import ValidationAccumulator
+from mmchunk.model import ChunkFusionModel
+
+
+def batch_inputs(batch: Batch) -> dict:
+    """The model's inputs from a loader `Batch` (video only when the batch has some)."""
+    inputs = {"audio": batch.audio, "text": batch.text}
+    if batch.video is not None and batch.video.num_tokens:
+        inputs["video"] = batch.video
+    return inputs
+
+
+class AudioTextModule(L.LightningModule):
+    """Trains `ChunkFusionModel` (contrastive + matching + ratio + next-feature losses) with AdamW,
+    linear warm-up and cosine decay; validation reports retrieval, compression and boundaries."""
+
+    def __init__(
+        self,
+        dim: int = 192,
+        embed_dim: int = 128,
+        chunk_rate_hz: float = 6.0,
+        encoders: dict | None = None,
+        main_depth: int = 2,
+        fusion_depth: int = 1,
+        heads: int = 4,
+        ratio_weight: float = 0.03,
+        predict_weight: float = 0.1,
+        match_weight: float = 0.5,
+        lr: float = 5e-4,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 20,
+        max_steps: int = 1000,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = ChunkFusionModel(
+            dim, embed_dim, chunk_rate_hz, encoders, main_depth, fusion_depth, heads,
+            ratio_weight, predict_weight, match_weight,
+        )  # fmt: skip
+        self.validation = ValidationAccumulator()
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+        if len(batch) < 2:
+            return None  # a batch that only carries skip records, or a single sample: nothing to contrast
+        out = self.model(batch_inputs(batch))
+        self.log_dict({f"train/{k}": v for k, v in out.losses.items()}, batch_size=len(batch))
+        self.log("train/skipped", float(len(batch.skipped)), reduce_fx="sum", batch_size=len(batch))
+        return out.loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        if len(batch) == 0:
+            return
+        out = self.model(batch_inputs(batch))
+        self.validation.update(out.audio_embedding, out.text_embedding, out.routing, batch.meta)
+        self.log("val/loss", out.loss, batch_size=len(batch))
+
+    def on_validation_epoch_end(self) -> None:
+        if self.validation.audio:
+            scores = self.validation.compute()
+            self.log_dict({f"val/{k}": v for k, v in scores.items()})
+            self.log("val/mAP@10", (scores["a2t_mAP@10"] + scores["t2a_mAP@10"]) / 2, prog_bar=True)
+        self.validation = ValidationAccumulator()
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+        warmup, total = self.hparams.warmup_steps, max(self.hparams.max_steps, 1)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(total - warmup, 1))))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int) -> Batch:
+        for name in ("audio", "text", "video"):
+            value = getattr(batch, name)
+            if value is not None:
+                setattr(batch, name, value.to(device))
+        return batch
+
+
+class ShardDataModule(L.LightningDataModule):
+    """Train and validation shards through `mmchunk.data.make_loader`.
+
+    train / val: shard patterns; resampled: draw training shards with replacement and stop each
+    epoch after `epoch_batches` batches (multi-GPU: every rank the same count); the remaining
+    arguments fill `DataConfig`.
+    """
+
+    def __init__(
+        self,
+        train: str,
+        val: str,
+        num_workers: int = 0,
+        max_seconds: float = 300.0,
+        max_samples: int = 64,
+        shuffle_buffer: int = 256,
+        use_video: bool = True,
+        video_fps: float = 25.0,
+        sample_rate: int = 16_000,
+        resampled: bool = False,
+        epoch_batches: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def _config(self, shuffle: bool) -> DataConfig:
+        h = self.hparams
+        return DataConfig(
+            sample_rate=h.sample_rate, video_fps=h.video_fps, max_seconds=h.max_seconds,
+            max_samples=h.max_samples, use_video=h.use_video,
+            shuffle_buffer=h.shuffle_buffer if shuffle else 0, seed=h.seed,
+        )  # fmt: skip
+
+    def train_dataloader(self):
+        h = self.hparams
+        return make_loader(
+            h.train, self._config(shuffle=True), num_workers=h.num_workers, resampled=h.resampled,
+            epoch_batches=h.epoch_batches, shuffle_shards=True,
+        )  # fmt: skip
+
+    def val_dataloader(self):
+        h = self.hparams
+        return make_loader(h.val, self._config(shuffle=False), num_workers=h.num_workers)
+
+
+def run_fit(argv: list[str]) -> None:
+    """`mmchunk fit ARGS`: LightningCLI's `fit` over AudioTextModule and ShardDataModule.
+
+    The resolved config is saved beside the logs of every run.
+    """
+    from lightning.pytorch.cli import LightningCLI
+
+    LightningCLI(
+        AudioTextModule,
+        ShardDataModule,
+        args=["fit", *argv],
+        save_config_kwargs={"overwrite": True},
+        seed_everything_default=0,
+    )
