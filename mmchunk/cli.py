@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import mmchunk
 
@@ -24,6 +25,15 @@ def positive_int(text: str) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.full:
+        from mmchunk.pipeline import format_summary, run_pipeline
+
+        scores = run_pipeline(
+            args.out, extra=[f"--trainer.max_steps={args.steps}", f"--model.max_steps={args.steps}"]
+        )
+        print(json.dumps(scores, indent=2) if args.json else format_summary(scores))
+        print(f"wrote {args.out / 'metrics.json'}, {args.out / 'boundaries.png'}, {args.out / 'model.ckpt'}")
+        return 0
     from mmchunk.demo import format_demo, run_demo
 
     report = run_demo(seed=args.seed, num_clips=args.clips)
@@ -91,8 +101,6 @@ def _fit(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `mmchunk` and all its subcommands."""
-    from pathlib import Path
-
     parser = argparse.ArgumentParser(
         prog="mmchunk",
         description="Learned dynamic segmentation (H-Net chunking) of audio, video and text.",
@@ -111,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic clips (default 0)")
     demo.add_argument("--clips", type=positive_int, default=4, help="number of clips (default 4)")
     demo.add_argument("--json", action="store_true", help="print the full report as JSON")
+    demo.add_argument(
+        "--full",
+        action="store_true",
+        help="the audio-text pipeline instead: synthesize a corpus, train the CPU recipe, evaluate (minutes)",
+    )
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="--full: output folder (runs/demo)")
+    demo.add_argument("--steps", type=positive_int, default=300, help="--full: training steps (300)")
     demo.set_defaults(func=_demo)
 
     fit = sub.add_parser(

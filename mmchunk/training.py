@@ -122,7 +122,8 @@ class ShardDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
 
-    def _config(self, shuffle: bool) -> DataConfig:
+    def config(self, shuffle: bool) -> DataConfig:
+        """The loader settings of this module (training shuffles, validation does not)."""
         h = self.hparams
         return DataConfig(
             sample_rate=h.sample_rate, video_fps=h.video_fps, max_seconds=h.max_seconds,
@@ -133,26 +134,25 @@ class ShardDataModule(L.LightningDataModule):
     def train_dataloader(self):
         h = self.hparams
         return make_loader(
-            h.train, self._config(shuffle=True), num_workers=h.num_workers, resampled=h.resampled,
+            h.train, self.config(shuffle=True), num_workers=h.num_workers, resampled=h.resampled,
             epoch_batches=h.epoch_batches, shuffle_shards=True,
         )  # fmt: skip
 
     def val_dataloader(self):
         h = self.hparams
-        return make_loader(h.val, self._config(shuffle=False), num_workers=h.num_workers)
+        return make_loader(h.val, self.config(shuffle=False), num_workers=h.num_workers)
 
 
-def run_fit(argv: list[str]) -> None:
-    """`mmchunk fit ARGS`: LightningCLI's `fit` over AudioTextModule and ShardDataModule.
-
-    The resolved config is saved beside the logs of every run.
+def run_fit(argv: list[str]) -> L.Trainer:
+    """`mmchunk fit ARGS`: LightningCLI's `fit` over AudioTextModule and ShardDataModule; returns
+    the trainer. The resolved config is saved beside the logs of every run.
     """
     from lightning.pytorch.cli import LightningCLI
 
-    LightningCLI(
+    return LightningCLI(
         AudioTextModule,
         ShardDataModule,
         args=["fit", *argv],
         save_config_kwargs={"overwrite": True},
         seed_everything_default=0,
-    )
+    ).trainer

@@ -71,3 +71,17 @@ def test_heuristic_baselines():
     frames = torch.stack([frame, frame, 255 - frame, 255 - frame])
     assert frame_difference_keep(frames).tolist() == [True, False, True, False]
     assert frame_difference_keep(frames[:1]).tolist() == [True]
+
+
+def test_full_pipeline_writes_reports(tmp_path):
+    from mmchunk.pipeline import format_summary, run_pipeline
+
+    tiny = ["--model.dim=32", "--model.embed_dim=16", "--model.heads=2", "--model.main_depth=1"]
+    steps = ["--trainer.max_steps=2", "--model.max_steps=2", "--trainer.val_check_interval=2"]
+    quiet = ["--trainer.enable_progress_bar=false", "--data.num_workers=0", "--data.max_samples=4"]
+    scores = run_pipeline(tmp_path, num=10, val=4, extra=tiny + steps + quiet)
+    for key in ("a2t_R@1", "t2a_R@1", "boundary_f1_50ms", "baseline_boundary_f1_50ms", "compression_audio",
+                "silence_boundary_fraction", "silence_time_fraction", "static_time_fraction"):  # fmt: skip
+        assert key in scores, key
+    assert (tmp_path / "model.ckpt").exists() and (tmp_path / "boundaries.png").stat().st_size > 1000
+    assert "a2t_R@1" in format_summary(scores)
