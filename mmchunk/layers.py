@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from mmchunk.kernels import ema_scan, varlen_attention
+from mmchunk.kernels import ema_scan, sequence_starts, varlen_attention
 from mmchunk.ragged import Ragged
 
 MIXERS = ("recurrent", "window", "attention")
@@ -63,8 +63,8 @@ def rotary(x: Tensor, positions: Tensor, base: float = 10_000.0) -> Tensor:
 class GatedRecurrence(nn.Module):
     """Gated linear recurrence (minGRU / HGRN style): `h_t = z_t ⊙ h̃_t + (1 − z_t) ⊙ h_{t−1}`.
 
-    `h̃ = W_h x`, `z = σ(W_z x)`, output `W_o (h ⊙ silu(W_g x))`; runs as one per-channel `ema_scan`
-    over every sequence of the batch.
+    `h̃ = W_h x`, `z = σ(W_z x)` (1 at each sequence's first token), output `W_o (h ⊙ silu(W_g x))`;
+    runs as one per-channel `ema_scan` over every sequence of the batch.
     """
 
     def __init__(self, dim: int) -> None:
@@ -75,7 +75,11 @@ class GatedRecurrence(nn.Module):
     def forward(self, x: Tensor, batch: Ragged) -> Tensor:
         """`x [T, D]` (values of `batch`) → `[T, D]`."""
         candidate, gate_logit, out_gate = self.in_proj(x).chunk(3, dim=-1)
-        h = ema_scan(candidate, torch.sigmoid(gate_logit), batch.cu_seqlens)
+        # z = 1 at each sequence start (h_0 = h̃_0): a constant input gives a constant state from
+        # the first token on, with no warm-up transient that the chunker would mistake for change.
+        starts = sequence_starts(batch.cu_seqlens, batch.num_tokens)[:, None]
+        rate = torch.sigmoid(gate_logit).masked_fill(starts, 1.0)
+        h = ema_scan(candidate, rate, batch.cu_seqlens)
         return self.out_proj(h * F.silu(out_gate))
 
 

@@ -31,6 +31,14 @@ def test_rotary_depends_only_on_relative_position():
     torch.testing.assert_close(rotary(q, torch.tensor([5.0])).norm(), q.norm())
 
 
+def test_gated_recurrence_is_constant_on_constant_input():
+    torch.manual_seed(0)
+    layer = GatedRecurrence(6).double()
+    x = torch.randn(1, 6, dtype=torch.float64).expand(9, 6).clone()
+    out = layer(x, Ragged(x, cu_from_lengths([9])))
+    torch.testing.assert_close(out, out[:1].expand(9, 6))
+
+
 def test_gated_recurrence_matches_a_loop_and_never_crosses_sequences():
     torch.manual_seed(0)
     layer = GatedRecurrence(6).double()
@@ -44,6 +52,7 @@ def test_gated_recurrence_matches_a_loop_and_never_crosses_sequences():
     for s, e in bounds(cu):
         h = torch.zeros(6, dtype=torch.float64)
         for t in range(s, e):
+            z[t] = 1.0 if t == s else z[t]
             h = z[t] * cand[t] + (1 - z[t]) * h
             want[t] = layer.out_proj(h * torch.nn.functional.silu(out_gate[t]))
     torch.testing.assert_close(got, want)
