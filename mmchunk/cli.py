@@ -99,6 +99,23 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _segment(args: argparse.Namespace) -> int:
+    from mmchunk.segment import plot_segments, segment_file
+
+    report = segment_file(args.file, args.ckpt)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        head = f"{report['file']}: {report['modality']}, {report['duration']:.2f} s"
+        print(f"{head}, {len(report['chunks'])} chunks ({report['compression']:.1f} tokens/chunk)")
+        print(f"model: {report['checkpoint']}")
+        for chunk in report["chunks"]:
+            print(f"  {chunk['t0']:8.3f} – {chunk['t1']:8.3f} s")
+    if args.plot:
+        plot_segments(report, args.plot)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `mmchunk` and all its subcommands."""
     parser = argparse.ArgumentParser(
@@ -135,6 +152,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("lightning_args", nargs=argparse.REMAINDER, help="LightningCLI fit arguments (--help)")
     fit.set_defaults(func=_fit)
+
+    segment = sub.add_parser(
+        "segment",
+        help="chunk one audio, video or text file with the learned chunker",
+        description=(
+            "Run the encoder of the file's modality and the shared chunker on one file of any "
+            "sample or frame rate and print where the chunks fall (untrained model without --ckpt)."
+        ),
+    )
+    segment.add_argument(
+        "file", type=Path, help="audio (.wav .flac .mp3 .ogg), video (.mp4 .mkv .webm) or .txt"
+    )
+    segment.add_argument("--ckpt", type=Path, help="a checkpoint written by `mmchunk fit`")
+    segment.add_argument("--json", action="store_true", help="print the chunks as JSON")
+    segment.add_argument("--plot", type=Path, help="also draw the chunk timeline to this PNG")
+    segment.set_defaults(func=_segment)
 
     data = sub.add_parser("data", help="make, pack and check WebDataset shards").add_subparsers(
         dest="data_command", metavar="DATA_COMMAND", required=True

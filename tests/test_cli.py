@@ -20,7 +20,7 @@ def run(*args, cwd=None):
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["demo", "--help"], ["data", "--help"]]
+    [["--help"], ["demo", "--help"], ["data", "--help"], ["segment", "--help"]]
     + [["data", cmd, "--help"] for cmd in ("synth", "pack", "check")],
 )
 def test_help(args):
@@ -90,3 +90,29 @@ def test_data_commands(tmp_path):
     assert "could be read" in one_line_error(run("data", "check", str(garbage)), "data check")
     packed = run("data", "pack", str(tmp_path / "empty"), "--out", str(tmp_path / "packed"))
     assert "no sample could be packed" in one_line_error(packed, "data pack")
+
+
+def test_segment_command(tmp_path):
+    from mmchunk.data.synth import synth_sample
+
+    _, sample = synth_sample(0, 2, video=True)
+    for ext in ("flac", "mp4", "txt"):
+        (tmp_path / f"clip.{ext}").write_bytes(sample[ext])
+    meta = json.loads(sample["json"])
+    for ext, modality in (("flac", "audio"), ("mp4", "video"), ("txt", "text")):
+        result = run(
+            "segment", str(tmp_path / f"clip.{ext}"), "--json", "--plot", str(tmp_path / f"{ext}.png")
+        )
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["modality"] == modality and report["chunks"]
+        assert report["chunks"][0]["t0"] == 0.0
+        starts = [c["t0"] for c in report["chunks"]]
+        assert starts == sorted(starts) and report["chunks"][-1]["t1"] <= report["duration"] + 0.05
+        assert (tmp_path / f"{ext}.png").stat().st_size > 1000
+        if modality == "audio":
+            assert abs(report["duration"] - meta["duration"]) < 0.02
+    (tmp_path / "broken.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    assert "unreadable audio" in one_line_error(run("segment", str(tmp_path / "broken.wav")), "segment")
+    (tmp_path / "notes.doc").write_text("hello")
+    assert "unsupported file type" in one_line_error(run("segment", str(tmp_path / "notes.doc")), "segment")
