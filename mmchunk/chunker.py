@@ -92,17 +92,26 @@ class DynamicChunker(nn.Module):
     a boundary, so a stretch of zero vectors is not split). Downsample: keep the boundary tokens
     (`pooling="boundary"`, H-Net) or average each chunk (`pooling="mean"`). With `num_modalities`,
     a zero-initialised modality embedding is added to the routing input of tokens that carry one.
+    `tied_routing=True` uses one projection for q and k (`W_k = W_q`): then a repeated input always
+    gives cos = 1, p = 0, so stretches of identical tokens (silence, frozen video) can never be
+    split, whatever training does to the projection (H-Net's untied pair loses that guarantee).
     """
 
     def __init__(
-        self, dim: int, *, pooling: str = "boundary", num_modalities: int = 0, backend: str = "auto"
+        self,
+        dim: int,
+        *,
+        pooling: str = "boundary",
+        num_modalities: int = 0,
+        tied_routing: bool = False,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"DynamicChunker: pooling must be one of {POOLINGS}, got {pooling!r}")
         self.dim, self.pooling, self.backend = dim, pooling, backend
         self.q_proj = nn.Linear(dim, dim, bias=False)
-        self.k_proj = nn.Linear(dim, dim, bias=False)
+        self.k_proj = self.q_proj if tied_routing else nn.Linear(dim, dim, bias=False)
         self.residual_proj = nn.Linear(dim, dim)
         self.modality_embedding = nn.Embedding(num_modalities, dim) if num_modalities else None
         self.reset_parameters()
@@ -122,7 +131,9 @@ class DynamicChunker(nn.Module):
         h = x.values
         if self.modality_embedding is not None and x.modality is not None:
             h = h + self.modality_embedding(x.modality)
-        return boundary_probs(self.q_proj(h), self.k_proj(h), x.cu_seqlens, backend=self.backend)
+        q = self.q_proj(h)
+        k = q if self.k_proj is self.q_proj else self.k_proj(h)
+        return boundary_probs(q, k, x.cu_seqlens, backend=self.backend)
 
     def forward(self, x: Ragged) -> ChunkerOutput:
         """Route and downsample `x [T, D]` into chunks `[C, D]`."""

@@ -71,7 +71,9 @@ class ChunkFusionModel(nn.Module):
             raise ValueError("ChunkFusionModel needs at least the audio and text encoders")
         self.encoders = nn.ModuleDict({m: build_encoder(m, dim, **kw) for m, kw in encoders.items()})
         self.targets = chunk_targets(chunk_rate_hz, {m: e.native_rate_hz for m, e in self.encoders.items()})
-        self.chunker = DynamicChunker(dim, pooling="mean", num_modalities=len(MODALITY_IDS))
+        self.chunker = DynamicChunker(
+            dim, pooling="mean", num_modalities=len(MODALITY_IDS), tied_routing=True
+        )
         self.main = MixerStack(dim, main_depth, "attention", heads)
         self.fusion = MixerStack(dim, fusion_depth, "attention", heads)
         self.predictors = nn.ModuleDict({m: nn.Linear(dim, dim) for m in encoders})

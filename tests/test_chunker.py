@@ -44,6 +44,21 @@ def test_no_boundary_inside_identical_stretches():
     assert out.chunks.lengths.tolist() == [2, 1]
 
 
+def test_tied_routing_never_splits_repeats_after_training():
+    torch.manual_seed(0)
+    a, b = torch.randn(4), torch.randn(4)
+    x = Ragged.from_list([torch.stack([a] * 5 + [b] * 5)])
+    untied, tied = DynamicChunker(4), DynamicChunker(4, tied_routing=True)
+    assert tied.k_proj is tied.q_proj
+    with torch.no_grad():  # stand-in for trained projections
+        for c in (untied, tied):
+            c.q_proj.weight.normal_()
+            if c.k_proj is not c.q_proj:
+                c.k_proj.weight.normal_()
+    assert tied(x).boundary_mask[1:5].sum() == 0 and tied(x).boundary_mask[6:].sum() == 0
+    assert (untied(x).probs[1:5] > 0).all()  # H-Net's untied pair: repeats get p > 0
+
+
 def test_chunks_inherit_time_spans_and_modality():
     x = timed([4, 0, 3], modality=[2, 0, 1])
     c = DynamicChunker(6, pooling="mean")
