@@ -95,6 +95,8 @@ class DynamicChunker(nn.Module):
     `tied_routing=True` uses one projection for q and k (`W_k = W_q`): then a repeated input always
     gives cos = 1, p = 0, so stretches of identical tokens (silence, frozen video) can never be
     split, whatever training does to the projection (H-Net's untied pair loses that guarantee).
+    `every_token=True` makes every token its own chunk (p = 1): the unchunked baseline through the
+    same code path.
     """
 
     def __init__(
@@ -104,12 +106,13 @@ class DynamicChunker(nn.Module):
         pooling: str = "boundary",
         num_modalities: int = 0,
         tied_routing: bool = False,
+        every_token: bool = False,
         backend: str = "auto",
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"DynamicChunker: pooling must be one of {POOLINGS}, got {pooling!r}")
-        self.dim, self.pooling, self.backend = dim, pooling, backend
+        self.dim, self.pooling, self.backend, self.every_token = dim, pooling, backend, every_token
         self.q_proj = nn.Linear(dim, dim, bias=False)
         self.k_proj = self.q_proj if tied_routing else nn.Linear(dim, dim, bias=False)
         self.residual_proj = nn.Linear(dim, dim)
@@ -139,7 +142,7 @@ class DynamicChunker(nn.Module):
         """Route and downsample `x [T, D]` into chunks `[C, D]`."""
         if x.values.dim() != 2 or x.values.shape[1] != self.dim:
             raise ValueError(f"DynamicChunker: expected values [T, {self.dim}], got {tuple(x.values.shape)}")
-        probs = self.routing(x)
+        probs = x.values.new_ones(x.num_tokens) if self.every_token else self.routing(x)
         boundary_mask = probs > 0.5
         counts = F.pad(boundary_mask.cumsum(0), (1, 0))
         chunk_index = counts[1:] - 1

@@ -49,7 +49,8 @@ class ChunkFusionModel(nn.Module):
     dim: width everywhere; embed_dim: contrastive embedding size; chunk_rate_hz: the one chunk rate
     shared by all modalities; encoders: per-modality keyword arguments (the keys choose which
     modalities exist); main_depth / fusion_depth: attention blocks on chunks / on merged chunks;
-    ratio_weight (H-Net's α), predict_weight, match_weight: loss weights.
+    ratio_weight (H-Net's α), predict_weight, match_weight: loss weights; chunking=False runs the
+    same network on every encoder token (the fixed-rate baseline).
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class ChunkFusionModel(nn.Module):
         ratio_weight: float = 0.03,
         predict_weight: float = 0.1,
         match_weight: float = 0.5,
+        chunking: bool = True,
     ) -> None:
         super().__init__()
         encoders = dict(encoders) if encoders is not None else {"audio": {}, "text": {}, "video": {}}
