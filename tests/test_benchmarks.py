@@ -10,13 +10,14 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def run(script: str, *args: str) -> str:
+def run(script: str, *args: str, cwd: Path | None = None) -> str:
     result = subprocess.run(
         [sys.executable, str(BENCH / script), *args],
         capture_output=True,
         text=True,
         env={**os.environ, "TRITON_INTERPRET": "1"},
         timeout=600,
+        cwd=cwd,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -40,3 +41,12 @@ def test_kernels_benchmark_runs_triton_rows_in_the_interpreter():
 def test_data_benchmark():
     out = run("data.py", "--num", "4", "--reps", "1")
     assert "x real time" in out and "frames/s" in out
+
+
+def test_chunking_cost_benchmark(tmp_path):
+    out = run("chunking_cost.py", "--durations", "2", "4", "--batch", "1", "--reps", "1", cwd=tmp_path)
+    assert "routing: untrained" in out
+    rows = [
+        line.split() for line in out.splitlines() if line.strip().endswith("x") and line.strip()[0].isdigit()
+    ]
+    assert [r[0] for r in rows] == ["2s", "4s"] and all(float(r[1]) >= 1.0 for r in rows)

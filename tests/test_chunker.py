@@ -204,3 +204,15 @@ def test_empty_batch():
 def test_wrong_width_is_a_clear_error():
     with pytest.raises(ValueError, match=r"expected values \[T, 4\]"):
         DynamicChunker(4)(Ragged(torch.randn(3, 5), cu_from_lengths([3])))
+
+
+def test_every_token_is_the_unchunked_baseline():
+    x = timed([5, 0, 3])
+    c = DynamicChunker(6, every_token=True)
+    with torch.no_grad():
+        c.residual_proj.weight.normal_()
+    out = c(x)
+    assert out.boundary_mask.all() and out.chunks.num_tokens == x.num_tokens
+    z = torch.randn(x.num_tokens, 6)
+    # p = 1 everywhere: the EMA keeps each chunk's own value, the confidence is 1
+    torch.testing.assert_close(c.dechunk(z, out), z + c.residual_proj(x.values))
