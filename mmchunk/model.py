@@ -140,14 +140,11 @@ class ChunkFusionModel(nn.Module):
         total = losses["contrastive"]
         if batch >= 2:
             negatives = hardest_negatives(emb["audio"] @ emb["text"].T)
-            index = torch.cat([torch.arange(batch, device=negatives.device), negatives])
-            doubled = {
-                m: take_sequences(c, torch.cat([torch.arange(batch), torch.arange(batch)]))
-                for m, c in chunks.items()
-                if m != "text"
-            }
-            doubled["text"] = chunks["text"]
-            logits = self.match_logits(doubled, index)
+            own = torch.arange(batch, device=negatives.device)
+            # the first B pairs are true, the next B pair each audio with its hardest wrong text
+            pairs = {m: take_sequences(c, own.repeat(2)) for m, c in chunks.items() if m != "text"}
+            pairs["text"] = chunks["text"]
+            logits = self.match_logits(pairs, torch.cat([own, negatives]))
             labels = torch.cat([torch.ones(batch), torch.zeros(batch)]).to(logits.device)
             losses["match"] = matching_loss(logits, labels)
             total = total + self.weights["match"] * losses["match"]
