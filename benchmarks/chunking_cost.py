@@ -78,7 +78,7 @@ def main() -> None:
     else:
         chunked = ChunkFusionModel(encoders={"audio": {}, "text": {}})
     fixed = copy.deepcopy(chunked)
-    fixed.chunker.every_token = True
+    fixed.chunker.every_token = True  # the same weights, every 50 Hz frame its own chunk
     print(f"machine: {machine_name()}, {torch.get_num_threads()} threads; torch {torch.__version__}")
     routing = f"trained, {ckpt}" if ckpt else "untrained (compresses far more than a trained model)"
     print(f"routing: {routing}")

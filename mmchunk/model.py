@@ -74,7 +74,7 @@ class ChunkFusionModel(nn.Module):
         self.encoders = nn.ModuleDict({m: build_encoder(m, dim, **kw) for m, kw in encoders.items()})
         self.targets = chunk_targets(chunk_rate_hz, {m: e.native_rate_hz for m, e in self.encoders.items()})
         self.chunker = DynamicChunker(
-            dim, pooling="mean", num_modalities=len(MODALITY_IDS), tied_routing=True
+            dim, pooling="mean", num_modalities=len(MODALITY_IDS), tied_routing=True, every_token=not chunking
         )
         self.main = MixerStack(dim, main_depth, "attention", heads)
         self.fusion = MixerStack(dim, fusion_depth, "attention", heads)

@@ -216,3 +216,11 @@ def test_fusion_model_trains_every_part():
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
     assert model.targets["audio"] == pytest.approx(50 / 6)
+
+
+def test_fixed_rate_baseline_keeps_every_token():
+    small = {m: {"depth": 1} for m in ("audio", "text")}
+    model = ChunkFusionModel(dim=32, embed_dim=16, main_depth=1, heads=2, encoders=small, chunking=False)
+    batch = tiny_batch()
+    out = model({"audio": batch["audio"], "text": batch["text"]})
+    assert out.routing["audio"].compression == 1.0 and out.routing["text"].compression == 1.0
