@@ -61,6 +61,14 @@ def _load_rows(PTR, rows, stride_t, head_offset, length_ok, cols, width):
 
 
 @triton.jit
+def _program_tile(CU, BLOCK: tl.constexpr):
+    """This program's first row within its sequence, the sequence's offset and length, and its head."""
+    seq = tl.program_id(1)
+    start = tl.load(CU + seq)
+    return tl.program_id(0) * BLOCK, start, tl.load(CU + seq + 1) - start, tl.program_id(2)
+
+
+@triton.jit
 def _recompute(q, k, v, do, lse, delta, offs_m, offs_n, length, scale, window, CAUSAL: tl.constexpr,
                HAS_WINDOW: tl.constexpr):  # fmt: skip
     """Backward tile: probabilities `P = exp(S − lse)` and score gradients `dS = P·(dO·Vᵀ − delta)`."""
@@ -78,11 +86,7 @@ def _attn_fwd(
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DH: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):  # fmt: skip
-    m0 = tl.program_id(0) * BLOCK_M
-    seq = tl.program_id(1)
-    head = tl.program_id(2)
-    start = tl.load(CU + seq)
-    length = tl.load(CU + seq + 1) - start
+    m0, start, length, head = _program_tile(CU, BLOCK_M)
     if m0 < length:
         offs_m = m0 + tl.arange(0, BLOCK_M)
         dh = tl.arange(0, BLOCK_DH)
@@ -123,11 +127,7 @@ def _attn_bwd_dkdv(
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DH: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):  # fmt: skip
-    n0 = tl.program_id(0) * BLOCK_N
-    seq = tl.program_id(1)
-    head = tl.program_id(2)
-    start = tl.load(CU + seq)
-    length = tl.load(CU + seq + 1) - start
+    n0, start, length, head = _program_tile(CU, BLOCK_N)
     if n0 < length:
         offs_n = n0 + tl.arange(0, BLOCK_N)
         dh = tl.arange(0, BLOCK_DH)
@@ -172,11 +172,7 @@ def _attn_bwd_dq(
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DH: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):  # fmt: skip
-    m0 = tl.program_id(0) * BLOCK_M
-    seq = tl.program_id(1)
-    head = tl.program_id(2)
-    start = tl.load(CU + seq)
-    length = tl.load(CU + seq + 1) - start
+    m0, start, length, head = _program_tile(CU, BLOCK_M)
     if m0 < length:
         offs_m = m0 + tl.arange(0, BLOCK_M)
         dh = tl.arange(0, BLOCK_DH)

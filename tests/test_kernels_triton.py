@@ -15,13 +15,9 @@ from conftest import cu_from_lengths
 from mmchunk.kernels import (
     _common,
     boundary_probs,
-    boundary_probs_triton,
     ema_scan,
-    ema_scan_triton,
     segment_reduce,
-    segment_reduce_triton,
     varlen_attention,
-    varlen_attention_triton,
 )
 
 # The op modules, not the functions of the same name that the package exports.
@@ -189,9 +185,8 @@ def test_auto_picks_triton_only_for_cuda(monkeypatch):
 
     monkeypatch.setattr(segment_reduce_module, "segment_reduce_triton", refuse)
     cu = cu_from_lengths([2, 2])
-    segment_reduce(torch.randn(4, 3), cu, backend="auto")  # CPU tensors: torch reference
-    assert segment_reduce_triton is not None and ema_scan_triton is not None
-    assert boundary_probs_triton is not None and varlen_attention_triton is not None
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(segment_reduce(x, cu, backend="auto"), x.view(2, 2, 3).mean(1))  # CPU: torch
 
 
 def test_bad_offsets_are_caught_on_the_host():
