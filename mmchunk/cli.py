@@ -33,8 +33,10 @@ def _demo(args: argparse.Namespace) -> int:
         return 0
     from mmchunk.pipeline import format_summary, run_pipeline
 
-    extra = [f"--trainer.max_steps={args.steps}", f"--model.max_steps={args.steps}"] if args.steps else []
-    scores = run_pipeline(args.out, num=args.num + args.val, val=args.val, extra=extra)
+    extra = [arg for path in args.config for arg in ("--config", str(path))]
+    if args.steps:
+        extra += [f"--trainer.max_steps={args.steps}", f"--model.max_steps={args.steps}"]
+    scores = run_pipeline(args.out, num=args.num + args.val, val=args.val, extra=extra, data=args.data)
     print(json.dumps(scores, indent=2) if args.json else format_summary(scores))
     print(f"wrote {args.out / 'metrics.json'}, {args.out / 'boundaries.png'}, {args.out / 'model.ckpt'}")
     return 0
@@ -192,6 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
+    demo.add_argument(
+        "--data", type=Path, default=None, help="corpus folder, synthesized when empty (default OUT/data)"
+    )
+    demo.add_argument(
+        "--config",
+        type=Path,
+        action="append",
+        default=[],
+        help="a YAML layered over the recipe (repeatable), e.g. recipes/audio_text/hrm_cpu.yaml",
+    )
     demo.add_argument("--num", type=positive_int, default=1000, help="training samples to synthesize (1000)")
     demo.add_argument("--val", type=positive_int, default=128, help="validation samples to synthesize (128)")
     demo.add_argument(

@@ -93,13 +93,18 @@ def plot_boundaries(examples: list, path: Path, sample_rate: int = 16_000) -> No
 
 
 def run_pipeline(
-    out: str | Path = "runs/demo", num: int = 1128, val: int = 128, extra: list[str] | None = None
+    out: str | Path = "runs/demo",
+    num: int = 1128,
+    val: int = 128,
+    extra: list[str] | None = None,
+    data: str | Path | None = None,
 ) -> dict:
-    """Synthesize `num` samples (`val` of them validation) unless `out/data` holds shards already,
-    train the CPU recipe (`extra`: more LightningCLI arguments), evaluate and write the reports.
-    The scores gain `seconds_synth`, `seconds_train` and `seconds_eval`."""
+    """Synthesize `num` samples (`val` of them validation) into `data` (default `out/data`) unless it
+    holds shards already, train the CPU recipe (`extra`: more LightningCLI arguments, e.g. a further
+    `--config`), evaluate and write the reports. The scores gain `seconds_synth`, `seconds_train`
+    and `seconds_eval`."""
     out = Path(out)
-    data = out / "data"
+    data = Path(data) if data is not None else out / "data"
     clock = time.perf_counter()
     if list(data.glob("train/*.tar")) and list(data.glob("val/*.tar")):
         print(f"using the corpus already in {data} (delete it to synthesize a new one)")

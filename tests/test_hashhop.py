@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from mmchunk.eval.hashhop import (
     ALPHABET,
@@ -194,3 +195,36 @@ def test_spoken_prompts_are_shards_the_loader_reads(tmp_path):
     assert len(starts) == len(offsets) and starts == sorted(starts) and starts[-1] < meta["duration"]
     seconds = batches[0].audio.lengths[0].item() / 16_000
     assert seconds == pytest.approx(meta["duration"], abs=0.01) and seconds > 2.0 * len(offsets)
+
+
+class _Oracle(torch.nn.Module):
+    """A causal stand-in for a byte model: row t predicts the true byte t+1 of `truth`, except at
+    positions ≡ 0 (mod `miss`), where it predicts a wrong byte (so some answers are right, some not)."""
+
+    def __init__(self, truth: list[int], miss: int) -> None:
+        super().__init__()
+        self.truth, self.miss = truth, miss
+
+    def forward(self, data):
+        logits = torch.zeros(data.num_tokens, 256)
+        for start, end in zip(data.cu_seqlens[:-1].tolist(), data.cu_seqlens[1:].tolist()):
+            for t in range(start, end):
+                pos = t - start
+                byte = self.truth[pos + 1] if pos + 1 < len(self.truth) else 0
+                logits[t, (byte + 1) % 256 if pos % self.miss == 0 else byte] = 1.0
+        return logits, []
+
+
+def test_teacher_forced_hits_equal_greedy_decoding():
+    from mmchunk.eval.hashhop_lm import answer, answer_hits, context_of, score_tasks, task_bytes
+
+    task = generate(1, 307, 2, 6, 3, seed=5, cot=True)[0]
+    oracle = _Oracle(task_bytes(task)[0].tolist(), miss=23)
+    greedy, context = [], context_of(task)
+    for query, expected in task.targets.items():
+        greedy.append(answer(oracle, context + f"{query} = '", len(expected) + 2) == expected)
+        context += f"{query} = '{expected}'\n"
+    assert 0 < sum(greedy) < len(greedy)  # the check can tell right from wrong
+    assert answer_hits(oracle, [task]).tolist() == greedy
+    assert answer_hits(oracle, [task, task], max_bytes=1).tolist() == greedy * 2  # one task per pass
+    assert score_tasks(oracle, [task]) == {2: sum(greedy) / len(greedy)}

@@ -3,7 +3,7 @@
 A training sequence is `prompt + "\\n" + completion` as UTF-8 bytes; the loss covers the bytes of
 the answers (what follows each `H1 = '`, closing quote included). Answering feeds the prompt, the
 completion header and the earlier (true) query lines, then `H = '`, and decodes greedily until the
-closing quote.
+closing quote; scoring gets the same exact matches from one teacher-forced pass (`answer_hits`).
 """
 
 from __future__ import annotations
@@ -60,17 +60,38 @@ def answer(model: ByteLM, context: str, max_bytes: int) -> str:
     return bytes(out).decode("utf-8", errors="replace")
 
 
+@torch.no_grad()
+def answer_hits(model: ByteLM, tasks: list[HashHopTask], max_bytes: int = 32_768) -> torch.Tensor:
+    """Exact match of every query of `tasks` `[Q]` bool (tasks in order, queries in `targets` order),
+    in one teacher-forced pass per group of ≤ `max_bytes` bytes: a query is right when the argmax at
+    each of its answer bytes and its closing quote is the true byte — what greedy decoding from the
+    true earlier lines yields, since row t sees bytes ≤ t only (`answer` is that decoding)."""
+    model.eval()
+    hits, group, size = [], [], 0
+    for i, task in enumerate(tasks):
+        group.append(task)
+        size += len(context_of(task)) + len(task.completion)
+        if size >= max_bytes or i == len(tasks) - 1:
+            data, mask = batch(group)
+            logits, _ = model(data)
+            right = logits[:-1].argmax(-1) == data.values[1:]
+            target = mask[1:]  # row t predicts byte t + 1
+            opens = target & ~torch.cat([target.new_zeros(1), target[:-1]])
+            run = torch.cumsum(opens.long(), 0) - 1
+            per_answer = torch.ones(int(opens.sum()), dtype=torch.long)
+            hits.append(per_answer.scatter_reduce(0, run[target], right[target].long(), "amin").bool())
+            group, size = [], 0
+    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+
+
 def score_tasks(model: ByteLM, tasks: list[HashHopTask]) -> dict[int, float]:
     """Exact-match accuracy per hop count over every query of `tasks`."""
-    model.eval()
+    hits = iter(answer_hits(model, tasks).tolist())
     right, total = defaultdict(int), defaultdict(int)
     for task in tasks:
-        context = context_of(task)
-        for query, expected in task.targets.items():
-            got = answer(model, context + f"{query} = '", len(expected) + 2)
-            right[task.hops] += got == expected
+        for _ in task.targets:
+            right[task.hops] += next(hits)
             total[task.hops] += 1
-            context += f"{query} = '{expected}'\n"
     return {h: right[h] / total[h] for h in sorted(total)}
 
 
