@@ -3,7 +3,8 @@ same number of blocks (6: flat = 6 causal attention blocks; 1 stage = 2 recurren
 recurrent; 2 stages = 1 + 1 recurrent, 2 attention, 1 + 1 recurrent).
 
 Each step draws fresh seeded tasks; with `--min-chars` their prompt length is drawn uniformly from
-[min, n] characters (a length curriculum: short prompts teach the lookup sooner). The loss covers the
+[min, n] characters, and with `--ramp R` from [min, a bound growing from min to n over R steps] (a
+length curriculum: short prompts teach the lookup sooner). The loss covers the
 answer bytes. At the end, held-out tasks are scored at every `--eval-chars` length (exact match per
 hop count), which measures how far a model trained at one length carries to longer ones.
 Checkpoints (`{out}/{model}_{n}.state.pt`, tensors only) every `--save-every` steps; `--resume`
@@ -41,6 +42,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--model", choices=sorted(MODELS), default="stage1", help="architecture (stage1)")
     p.add_argument("--n-chars", type=int, default=1000, help="prompt length in characters (1000)")
     p.add_argument("--min-chars", type=int, default=None, help="shortest training prompt (= --n-chars)")
+    p.add_argument(
+        "--ramp", type=int, default=0, help="steps over which the longest prompt grows from min to n (0)"
+    )
     p.add_argument("--eval-chars", type=int, nargs="+", default=None, help="scored lengths (--n-chars)")
     p.add_argument("--hops", type=int, default=1, help="hops per chain (1)")
     p.add_argument("--hash-len", type=int, default=4, help="letters per hash (4)")
@@ -66,10 +70,16 @@ def parse_args() -> argparse.Namespace:
 
 
 def step_tasks(args: argparse.Namespace, step: int) -> list:
-    """The training tasks of `step` (seeded by step): a length in whole chains within [min, n]."""
+    """The training tasks of `step` (seeded by step): a length in whole chains within [min, longest],
+    the longest growing linearly from min to n over the first `--ramp` steps."""
     per_chain = chain_chars(args.hops, args.hash_len)
     rng = random.Random(f"{args.seed}/{step}")
-    chains = rng.randint(max(1, args.min_chars // per_chain), max(1, args.n_chars // per_chain))
+    longest = (
+        args.n_chars
+        if step >= args.ramp
+        else args.min_chars + (args.n_chars - args.min_chars) * step / args.ramp
+    )
+    chains = rng.randint(max(1, args.min_chars // per_chain), max(1, int(longest) // per_chain))
     queries = min(args.queries, chains)
     return generate(
         args.batch, chains * per_chain - 1, args.hops, queries, args.hash_len, seed=args.seed * 10**6 + step

@@ -64,6 +64,8 @@ def run_segments(
 
 
 def train(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     test_x, test_y = puzzle_set(args.size, args.test, args.blanks, seed=args.seed + 1)
     model = SudokuHRM(args.size, args.dim, args.heads, args.layers, args.h_cycles, args.l_cycles)
@@ -150,6 +152,7 @@ def main() -> None:
     p.add_argument("--eval-segments", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="caps at inference")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (1e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed (0)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch default)")
     p.add_argument("--out", default="runs/hrm_sudoku", help="output folder (runs/hrm_sudoku)")
     p.add_argument(
         "--evaluate-only", action="store_true", help="evaluate OUT/sudokuN.safetensors, no training"
