@@ -33,6 +33,9 @@ def _demo(args: argparse.Namespace) -> int:
         return 0
     from mmchunk.pipeline import format_summary, run_pipeline
 
+    for path in args.config:
+        if not path.is_file():
+            raise ValueError(f"{path}: no such recipe file (--config)")
     extra = [arg for path in args.config for arg in ("--config", str(path))]
     if args.steps:
         extra += [f"--trainer.max_steps={args.steps}", f"--model.max_steps={args.steps}"]

@@ -6,6 +6,7 @@ Lightning lives here and in the CLI only; `ChunkFusionModel` runs in any loop wi
 from __future__ import annotations
 
 import math
+import warnings
 
 import lightning as L
 import torch
@@ -169,10 +170,12 @@ def run_fit(argv: list[str]) -> L.Trainer:
     """
     from lightning.pytorch.cli import LightningCLI
 
-    return LightningCLI(
-        AudioTextModule,
-        ShardDataModule,
-        args=["fit", *argv],
-        save_config_kwargs={"overwrite": True},
-        seed_everything_default=0,
-    ).trainer
+    with warnings.catch_warnings():  # `mmchunk fit|demo` passes its own argv on purpose
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return LightningCLI(
+            AudioTextModule,
+            ShardDataModule,
+            args=["fit", *argv],
+            save_config_kwargs={"overwrite": True},
+            seed_everything_default=0,
+        ).trainer

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mmchunk.demo import run_demo
 
@@ -38,6 +39,10 @@ def test_demo_json_and_bad_argument():
     assert "Traceback" not in bad.stderr and bad.stderr.strip().splitlines()[-1].startswith(
         "mmchunk demo: error"
     )
+    missing = run("demo", "--config", "no/such.yaml", "--out", "unused")
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
+        "mmchunk demo: error: no/such.yaml: no such recipe file (--config)"
+    ]
 
 
 def test_no_command_prints_help_and_fails():
@@ -116,3 +121,15 @@ def test_segment_command(tmp_path):
     assert "unreadable audio" in one_line_error(run("segment", str(tmp_path / "broken.wav")), "segment")
     (tmp_path / "notes.doc").write_text("hello")
     assert "unsupported file type" in one_line_error(run("segment", str(tmp_path / "notes.doc")), "segment")
+
+
+@pytest.mark.parametrize("layer", ["hrm_cpu.yaml", None])
+def test_recipes_resolve_and_layer(layer):
+    recipes = Path(__file__).resolve().parent.parent / "recipes" / "audio_text"
+    args = ["fit", "--config", str(recipes / "demo_cpu.yaml")]
+    args += ["--config", str(recipes / layer)] if layer else []
+    result = run(*args, "--print_config")
+    assert result.returncode == 0, result.stderr
+    model = yaml.safe_load(result.stdout)["model"]
+    assert model["backbone"] == ("hrm" if layer else "chunk") and model["dim"] == 192
+    assert (model["hrm"] or {}).get("segments") == (2 if layer else None)

@@ -112,7 +112,10 @@ def main() -> None:
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         start = int(state["step"])
-    times, last = [], {}
+        print(f"resuming {state_path} at step {start}")
+    elif args.resume:
+        print(f"no checkpoint at {state_path}: starting at step 0")
+    times, smooth = [], {}  # exponential moving averages of the loss parts
     bar = tqdm(range(start, args.steps), desc=name, unit="step", initial=start, total=args.steps)
     for step in bar:
         data, mask = batch(step_tasks(args, step))
@@ -125,8 +128,8 @@ def main() -> None:
         opt.zero_grad(set_to_none=True)
         sched.step()
         times.append(time.perf_counter() - clock)
-        last = {k: round(float(v), 3) for k, v in parts.items()}
-        bar.set_postfix(last, refresh=False)
+        smooth = {k: 0.98 * smooth.get(k, float(v)) + 0.02 * float(v) for k, v in parts.items()}
+        bar.set_postfix({k: f"{v:.3f}" for k, v in smooth.items()}, refresh=False)
         if not args.timing_only and ((step + 1) % args.save_every == 0 or step + 1 == args.steps):
             out.mkdir(parents=True, exist_ok=True)
             state = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}
@@ -138,7 +141,7 @@ def main() -> None:
         "params": params,
         "n_chars": args.n_chars,
         "step_ms": step_ms,
-        "last": last,
+        "smoothed": smooth,
     }
     if not args.timing_only:
         report["accuracy"] = {}
