@@ -1,12 +1,14 @@
 """HRM-style backbone (Wang et al. 2025): two recurrent modules at two timescales, one-step
 gradient, deep supervision over segments with a detached carry, and ACT halting with a Q-head.
 
-One segment runs `h_cycles × l_cycles` low-level updates `z_L ← L(z_L + z_H + x)`, with a
-high-level update `z_H ← H(z_H + z_L)` after every `l_cycles` of them. All but the final L and the
-final H update run under `torch.no_grad()` (the one-step gradient approximation), so memory does
-not grow with the number of steps. The carry `(z_H, z_L)` leaves a segment detached; a training
-loop calls `segment` repeatedly (deep supervision) and the Q-head on the pooled `z_H` decides,
-per sequence, whether to halt (ACT). Everything runs on packed Ragged sequences.
+One segment runs `h_cycles × l_cycles` low-level updates `z_L ← norm(L(z_L + z_H + x))`, with a
+high-level update `z_H ← norm(H(z_H + z_L))` after every `l_cycles` of them (the RMS norm after
+each module keeps the states at one scale however many steps run, as HRM's post-norm blocks do;
+without it the residual sums grow with every step and extra segments at inference hurt). All but
+the final L and the final H update run under `torch.no_grad()` (the one-step gradient
+approximation), so memory does not grow with the number of steps. The carry `(z_H, z_L)` leaves a
+segment detached; a training loop calls `segment` repeatedly (deep supervision) and the Q-head on
+the pooled `z_H` decides, per sequence, whether to halt (ACT). Everything runs on packed Ragged sequences.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from mmchunk.layers import MixerStack
+from mmchunk.layers import MixerStack, RMSNorm
 from mmchunk.ragged import Ragged
 from mmchunk.ragged_ops import mean_pool
 
@@ -56,6 +58,7 @@ class HierarchicalReasoning(nn.Module):
         self.h_cycles, self.l_cycles = h_cycles, l_cycles
         self.high = MixerStack(dim, layers, mixer, heads)
         self.low = MixerStack(dim, layers, mixer, heads)
+        self.norm_h, self.norm_l = RMSNorm(dim), RMSNorm(dim)
         self.z_h0 = nn.Parameter(torch.randn(dim) * 0.02)
         self.z_l0 = nn.Parameter(torch.randn(dim) * 0.02)
         self.q_head = nn.Linear(dim, 2)
@@ -74,18 +77,26 @@ class HierarchicalReasoning(nn.Module):
         start = self.initial_carry(x)
         return HRMCarry(torch.where(tokens, start.z_h, carry.z_h), torch.where(tokens, start.z_l, carry.z_l))
 
+    def low_step(self, z_l: Tensor, z_h: Tensor, x: Ragged) -> Tensor:
+        """One low-level update `[T, D]`: `norm(L(z_L + z_H + x))`."""
+        return self.norm_l(self.low(x.with_values(z_l + z_h + x.values)).values)
+
+    def high_step(self, z_h: Tensor, z_l: Tensor, x: Ragged) -> Tensor:
+        """One high-level update `[T, D]`: `norm(H(z_H + z_L))`."""
+        return self.norm_h(self.high(x.with_values(z_h + z_l)).values)
+
     def segment(self, carry: HRMCarry, x: Ragged) -> HRMOutput:
         """One segment of `h_cycles × l_cycles` steps from `carry` on the input `x [T, D]`."""
         z_h, z_l = carry
         steps = self.h_cycles * self.l_cycles
         with torch.no_grad():
             for step in range(1, steps):
-                z_l = self.low(x.with_values(z_l + z_h + x.values)).values
+                z_l = self.low_step(z_l, z_h, x)
                 if step % self.l_cycles == 0:
-                    z_h = self.high(x.with_values(z_h + z_l)).values
+                    z_h = self.high_step(z_h, z_l, x)
         assert not (z_h.requires_grad or z_l.requires_grad), "HRM: only the last L and H steps keep a graph"
-        z_l = self.low(x.with_values(z_l + z_h + x.values)).values
-        z_h = self.high(x.with_values(z_h + z_l)).values
+        z_l = self.low_step(z_l, z_h, x)
+        z_h = self.high_step(z_h, z_l, x)
         hidden = x.with_values(z_h)
         return HRMOutput(HRMCarry(z_h.detach(), z_l.detach()), hidden, self.q_head(mean_pool(hidden)))
 

@@ -38,6 +38,18 @@ def test_one_step_gradient_graph_does_not_grow_with_cycles():
     assert long.z_h0.grad is None  # the start state is reached only through the no-grad steps
 
 
+def test_states_keep_one_scale_over_many_segments():
+    x = batch(lengths=(6, 3))
+    hrm = HierarchicalReasoning(16, heads=2, h_cycles=2, l_cycles=3)
+    carry, scales = hrm.initial_carry(x), []
+    with torch.no_grad():
+        for _ in range(30):
+            carry = hrm.segment(carry, x).carry
+            scales.append(carry.z_h.pow(2).mean(-1).sqrt())
+    scales = torch.stack(scales)  # [segments, T]: the RMS of each token's high-level state
+    assert torch.allclose(scales, torch.ones_like(scales), atol=1e-3)  # the unit-gain RMS norm, every step
+
+
 def test_segments_keep_packed_sequences_apart_and_reset():
     x = batch()
     hrm = HierarchicalReasoning(16, heads=2, h_cycles=2, l_cycles=2)
