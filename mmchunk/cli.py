@@ -160,7 +160,7 @@ def _hashhop_generate(args: argparse.Namespace) -> int:
 
 def _hashhop_score(args: argparse.Namespace) -> int:
     from mmchunk.eval.hashhop import HashHopTask
-    from mmchunk.eval.hashhop_lm import load_model, score_tasks
+    from mmchunk.eval.hashhop_lm import answer_scores, hop_accuracy, load_model
 
     tasks = []
     for number, line in enumerate(args.data.read_text().splitlines(), 1):
@@ -168,12 +168,15 @@ def _hashhop_score(args: argparse.Namespace) -> int:
             tasks.append(HashHopTask(**json.loads(line)))
         except (json.JSONDecodeError, TypeError) as exc:
             raise ValueError(f"{args.data}:{number}: not a HashHop task ({exc})") from None
-    accuracy = score_tasks(load_model(args.ckpt), tasks[: args.num] if args.num else tasks)
+    tasks = tasks[: args.num] if args.num else tasks
+    scores = answer_scores(load_model(args.ckpt), tasks)
+    accuracy = hop_accuracy(tasks, scores.hits)
     if args.json:
-        print(json.dumps({"file": str(args.data), "accuracy": accuracy}))
+        print(json.dumps({"file": str(args.data), "accuracy": accuracy, "answer_nats": scores.nats}))
     else:
         for hops, value in accuracy.items():
             print(f"hops={hops}: exact match {value:.3f}")
+        print(f"answer bytes: {scores.nats:.3f} nats")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import subprocess
 import sys
@@ -216,7 +217,7 @@ class _Oracle(torch.nn.Module):
 
 
 def test_teacher_forced_hits_equal_greedy_decoding():
-    from mmchunk.eval.hashhop_lm import answer, answer_hits, context_of, score_tasks, task_bytes
+    from mmchunk.eval.hashhop_lm import answer, answer_scores, context_of, score_tasks, task_bytes
 
     task = generate(1, 307, 2, 6, 3, seed=5, cot=True)[0]
     oracle = _Oracle(task_bytes(task)[0].tolist(), miss=23)
@@ -225,6 +226,12 @@ def test_teacher_forced_hits_equal_greedy_decoding():
         greedy.append(answer(oracle, context + f"{query} = '", len(expected) + 2) == expected)
         context += f"{query} = '{expected}'\n"
     assert 0 < sum(greedy) < len(greedy)  # the check can tell right from wrong
-    assert answer_hits(oracle, [task]).tolist() == greedy
-    assert answer_hits(oracle, [task, task], max_bytes=1).tolist() == greedy * 2  # one task per pass
+    scores = answer_scores(oracle, [task])
+    assert scores.hits.tolist() == greedy
+    assert answer_scores(oracle, [task, task], max_bytes=1).hits.tolist() == greedy * 2  # one task per pass
+    _, mask = task_bytes(task)
+    wrong = sum(pos % 23 == 0 for pos in range(len(mask) - 1) if mask[pos + 1])
+    n, lse = int(mask.sum()), math.log(math.e + 255)  # logits: 1 at the predicted byte, 0 elsewhere
+    expected = (wrong * lse + (n - wrong) * (lse - 1)) / n
+    assert 0 < wrong < n and scores.nats == pytest.approx(expected, rel=1e-5)
     assert score_tasks(oracle, [task]) == {2: sum(greedy) / len(greedy)}

@@ -3,7 +3,7 @@
 A training sequence is `prompt + "\\n" + completion` as UTF-8 bytes; the loss covers the bytes of
 the answers (what follows each `H1 = '`, closing quote included). Answering feeds the prompt, the
 completion header and the earlier (true) query lines, then `H = '`, and decodes greedily until the
-closing quote; scoring gets the same exact matches from one teacher-forced pass (`answer_hits`).
+closing quote; scoring gets the same exact matches from one teacher-forced pass (`answer_scores`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -60,39 +62,56 @@ def answer(model: ByteLM, context: str, max_bytes: int) -> str:
     return bytes(out).decode("utf-8", errors="replace")
 
 
+class AnswerScores(NamedTuple):
+    """Exact match of every query `hits [Q]` (bool) and the mean cross-entropy of the answer bytes
+    `nats` (closing quotes included; chance is about ln 52 per letter)."""
+
+    hits: torch.Tensor
+    nats: float
+
+
 @torch.no_grad()
-def answer_hits(model: ByteLM, tasks: list[HashHopTask], max_bytes: int = 32_768) -> torch.Tensor:
-    """Exact match of every query of `tasks` `[Q]` bool (tasks in order, queries in `targets` order),
-    in one teacher-forced pass per group of ≤ `max_bytes` bytes: a query is right when the argmax at
-    each of its answer bytes and its closing quote is the true byte — what greedy decoding from the
-    true earlier lines yields, since row t sees bytes ≤ t only (`answer` is that decoding)."""
+def answer_scores(model: ByteLM, tasks: list[HashHopTask], max_bytes: int = 32_768) -> AnswerScores:
+    """Scores of every query of `tasks` (tasks in order, queries in `targets` order) in one
+    teacher-forced pass per group of ≤ `max_bytes` bytes: a query is right when the argmax at each
+    of its answer bytes and its closing quote is the true byte — what greedy decoding from the true
+    earlier lines yields, since row t sees bytes ≤ t only (`answer` is that decoding)."""
     model.eval()
-    hits, group, size = [], [], 0
+    hits, nats, count, group, size = [], 0.0, 0, [], 0
     for i, task in enumerate(tasks):
         group.append(task)
         size += len(context_of(task)) + len(task.completion)
         if size >= max_bytes or i == len(tasks) - 1:
             data, mask = batch(group)
             logits, _ = model(data)
-            right = logits[:-1].argmax(-1) == data.values[1:]
             target = mask[1:]  # row t predicts byte t + 1
+            truth = data.values[1:][target]
+            nats += float(F.cross_entropy(logits[:-1][target], truth, reduction="sum"))
+            count += len(truth)
+            right = logits[:-1][target].argmax(-1) == truth
             opens = target & ~torch.cat([target.new_zeros(1), target[:-1]])
-            run = torch.cumsum(opens.long(), 0) - 1
+            run = (torch.cumsum(opens.long(), 0) - 1)[target]
             per_answer = torch.ones(int(opens.sum()), dtype=torch.long)
-            hits.append(per_answer.scatter_reduce(0, run[target], right[target].long(), "amin").bool())
+            hits.append(per_answer.scatter_reduce(0, run, right.long(), "amin").bool())
             group, size = [], 0
-    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+    all_hits = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+    return AnswerScores(all_hits, nats / max(count, 1))
+
+
+def hop_accuracy(tasks: list[HashHopTask], hits: torch.Tensor) -> dict[int, float]:
+    """Exact-match accuracy per hop count from the per-query `hits [Q]` of `answer_scores`."""
+    flat = iter(hits.tolist())
+    right, total = defaultdict(int), defaultdict(int)
+    for task in tasks:
+        for _ in task.targets:
+            right[task.hops] += next(flat)
+            total[task.hops] += 1
+    return {h: right[h] / total[h] for h in sorted(total)}
 
 
 def score_tasks(model: ByteLM, tasks: list[HashHopTask]) -> dict[int, float]:
     """Exact-match accuracy per hop count over every query of `tasks`."""
-    hits = iter(answer_hits(model, tasks).tolist())
-    right, total = defaultdict(int), defaultdict(int)
-    for task in tasks:
-        for _ in task.targets:
-            right[task.hops] += next(hits)
-            total[task.hops] += 1
-    return {h: right[h] / total[h] for h in sorted(total)}
+    return hop_accuracy(tasks, answer_scores(model, tasks).hits)
 
 
 def save_model(model: ByteLM, config: dict, path: str | Path) -> None:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from mmchunk.bytelm import ByteLM
 from mmchunk.eval.hashhop import chain_chars, generate
-from mmchunk.eval.hashhop_lm import batch, save_model, score_tasks
+from mmchunk.eval.hashhop_lm import answer_scores, batch, hop_accuracy, save_model
 
 MODELS = {
     "flat": {"depth": 6, "stages": 0},
@@ -144,12 +144,14 @@ def main() -> None:
         "smoothed": smooth,
     }
     if not args.timing_only:
-        report["accuracy"] = {}
+        report["accuracy"], report["answer_nats"] = {}, {}
         for n in args.eval_chars:
             held_out = generate(
                 args.eval_tasks, n, args.hops, args.queries, args.hash_len, seed=-1 - args.seed
             )
-            report["accuracy"][n] = score_tasks(model, held_out)
+            scores = answer_scores(model, held_out)
+            report["accuracy"][n] = hop_accuracy(held_out, scores.hits)
+            report["answer_nats"][n] = scores.nats
         save_model(model, config, out / f"{name}.safetensors")
         (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report))
