@@ -169,6 +169,8 @@ def _hashhop_score(args: argparse.Namespace) -> int:
         except (json.JSONDecodeError, TypeError) as exc:
             raise ValueError(f"{args.data}:{number}: not a HashHop task ({exc})") from None
     tasks = tasks[: args.num] if args.num else tasks
+    if not tasks:
+        raise ValueError(f"{args.data}: no HashHop tasks to score")
     scores = answer_scores(load_model(args.ckpt), tasks)
     accuracy = hop_accuracy(tasks, scores.hits)
     if args.json:

@@ -142,6 +142,9 @@ def test_cli_scores_a_saved_model(tmp_path):
     done = subprocess.run([*cmd, "--data", str(tasks), "--json"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["accuracy"] == {"2": 0.0}  # an untrained model answers nothing right
+    tasks.write_text("")
+    empty = subprocess.run([*cmd, "--data", str(tasks)], capture_output=True, text=True)
+    assert empty.returncode == 2 and "no HashHop tasks to score" in empty.stderr
     tasks.write_text("{broken\n")
     bad = subprocess.run([*cmd, "--data", str(tasks)], capture_output=True, text=True)
     assert bad.returncode == 2 and f"{tasks}:1: not a HashHop task" in bad.stderr
