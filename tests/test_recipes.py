@@ -40,3 +40,26 @@ def test_hrm_sudoku_recipe_reports_accuracy_per_segment_cap(tmp_path):
     assert rows.keys() == {(True, 1), (True, 3), (False, 1), (False, 3)}
     assert rows[(False, 3)]["mean_segments"] == 3 and rows[(True, 3)]["mean_segments"] <= 3
     assert all(0 <= r["exact"] <= r["cells"] <= 1 for r in rows.values())
+
+
+def test_recipes_refuse_bad_checkpoints_in_one_line(tmp_path):
+    (tmp_path / "stage1_119.state.pt").write_bytes(b"not a checkpoint")
+    cmd = [sys.executable, str(ROOT / "recipes" / "hashhop" / "train.py"), "--steps", "1", "--n-chars", "119"]
+    bad = subprocess.run(
+        [*cmd, "--hash-len", "2", "--resume", "--out", str(tmp_path)], capture_output=True, text=True
+    )
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert (
+        bad.stderr.strip().splitlines() == [bad.stderr.strip()]
+        and "not a checkpoint of this run" in bad.stderr
+    )
+    cmd = [
+        sys.executable,
+        str(ROOT / "recipes" / "hrm_sudoku" / "train.py"),
+        "--evaluate-only",
+        "--test",
+        "4",
+    ]
+    missing = subprocess.run([*cmd, "--out", str(tmp_path)], capture_output=True, text=True)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert f"{tmp_path / 'sudoku4.safetensors'}: no weights of this configuration" in missing.stderr

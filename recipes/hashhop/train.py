@@ -107,11 +107,16 @@ def main() -> None:
     name = f"{args.model}_{args.n_chars}"
     state_path, start = out / f"{name}.state.pt", 0
     if args.resume and state_path.exists():
-        state = torch.load(state_path, weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        start = int(state["step"])
+        try:
+            state = torch.load(state_path, weights_only=True)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])
+            start = int(state["step"])
+        except Exception as exc:
+            raise SystemExit(
+                f"{state_path}: not a checkpoint of this run ({' '.join(str(exc).split())[:160]})"
+            ) from None
         print(f"resuming {state_path} at step {start}")
     elif args.resume:
         print(f"no checkpoint at {state_path}: starting at step 0")

@@ -72,7 +72,12 @@ def train(args: argparse.Namespace) -> dict:
     out_dir = Path(args.out)
     weights = out_dir / f"sudoku{args.size}.safetensors"
     if args.evaluate_only:
-        model.load_state_dict(load_file(str(weights)))
+        try:
+            model.load_state_dict(load_file(str(weights)))
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise SystemExit(
+                f"{weights}: no weights of this configuration ({' '.join(str(exc).split())[:160]})"
+            ) from None
         return evaluate(
             model, test_x, test_y, args.eval_segments, {"config": vars(args), "train_seconds": 0.0}
         )
