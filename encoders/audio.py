@@ -1,4 +1,4 @@
-"""AudioSamples: 16 kHz waveform → 20 ms frames → strided conv (or log-mel) stem → local mixing."""
+"""AudioSamples: 16 kHz waveform → 20 ms frames → level-invariant log-mel (or conv) stem → local mixing."""
 
 from __future__ import annotations
 
@@ -7,13 +7,19 @@ import torch.nn.functional as F
 import torchaudio
 from torch import Tensor, nn
 
-from mmchunk.kernels import seq_lengths
+from mmchunk.kernels import segment_reduce, seq_lengths
 from mmchunk.layers import MixerStack, RMSNorm
 from mmchunk.ragged import Ragged
 
 from .base import ModalityEncoder, register
 
 STEMS = ("conv", "logmel")
+MEL_FLOOR = 1e-6  # power floor of the log-mel stem relative to the recording's mean power (−60 dB)
+
+
+def per_sequence(stat: Tensor, lengths: Tensor) -> Tensor:
+    """Per-sequence statistics `[B, ...]` repeated over each sequence's `lengths [B]` rows → `[F, ...]`."""
+    return stat.repeat_interleave(lengths, dim=0, output_size=int(lengths.sum()))
 
 
 def frame_waveforms(x: Ragged, hop: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -39,8 +45,10 @@ def frame_waveforms(x: Ragged, hop: int) -> tuple[Tensor, Tensor, Tensor]:
 
 @register
 class AudioSamples(ModalityEncoder):
-    """Waveform encoder at 50 Hz: 20 ms frames through a strided conv stem (or log-mel features),
-    then `depth` local mixing blocks. Silence gives identical frames, hence identical features."""
+    """Waveform encoder at 50 Hz: 20 ms frames through log-mel features (or a strided conv stem),
+    then `depth` local mixing blocks. The stem's output does not depend on a recording's level (a
+    waveform and the same waveform × g give the same features); digital silence gives identical
+    frames, hence identical features."""
 
     modality = "audio"
 
@@ -80,19 +88,34 @@ class AudioSamples(ModalityEncoder):
         self.norm = RMSNorm(dim)
         self.mixing = MixerStack(dim, depth, mixer)
 
-    def features(self, frames: Tensor) -> Tensor:
-        """Frames `[F, hop]` → stem features `[F, D]`."""
+    def features(self, frames: Tensor, frame_cu: Tensor) -> Tensor:
+        """Frames `[F, hop]` of the recordings `frame_cu [B+1]` → stem features `[F, D]`, the same
+        for any level of each recording.
+
+        conv: each recording is scaled to unit RMS first. logmel: log of the mel power above a floor
+        at `MEL_FLOOR` × the recording's mean power, then every mel band normalised per recording to
+        mean 0 and variance 1 over its frames (cepstral mean and variance normalisation), which also
+        removes a fixed channel colouring (microphone, telephone band).
+        """
+        lengths = seq_lengths(frame_cu)
         if self.stem_kind == "conv":
+            rms = segment_reduce(frames.pow(2).mean(1, keepdim=True), frame_cu, "mean").sqrt()
+            frames = frames / (per_sequence(rms, lengths) + 1e-12)
             return self.proj(self.stem(frames[:, None]).mean(-1))
         power = torch.fft.rfft(frames * self.window, n=self.n_fft).abs().pow(2)
-        return self.proj(torch.log(power @ self.fbank + 1e-6) / 4.0)
+        mel = power @ self.fbank
+        floor = segment_reduce(mel.mean(1, keepdim=True), frame_cu, "mean") * MEL_FLOOR + 1e-30
+        logmel = torch.log(mel + per_sequence(floor, lengths))
+        centred = logmel - per_sequence(segment_reduce(logmel, frame_cu, "mean"), lengths)
+        var = segment_reduce(centred.pow(2), frame_cu, "mean")
+        return self.proj(centred * per_sequence(torch.rsqrt(var + 1e-4), lengths))
 
     def forward(self, x: Ragged) -> Ragged:
         """Waveforms `[N]` (float, `sample_rate`) → frame features `[F, D]` with 20 ms time spans."""
         frames, frame_cu, index = frame_waveforms(x, self.hop)
         t_start = index.float() * (self.hop / self.sample_rate)
         features = Ragged(
-            self.norm(self.features(frames)),
+            self.norm(self.features(frames, frame_cu)),
             frame_cu,
             t_start=t_start,
             t_end=t_start + self.hop / self.sample_rate,

@@ -46,6 +46,7 @@ class ValidationAccumulator:
         self.tokens: dict[str, int] = {}
         self.chunks: dict[str, int] = {}
         self.seconds = 0.0
+        self.speech_seconds = 0.0
         self.metas: list[dict] = []
 
     def update(
@@ -57,11 +58,15 @@ class ValidationAccumulator:
             self.predicted.setdefault(m, []).extend(chunk_start_times(r))
             self.tokens[m] = self.tokens.get(m, 0) + r.residual.shape[0]
             self.chunks[m] = self.chunks.get(m, 0) + r.chunks.num_tokens
-        self.seconds += sum(float(m.get("duration", 0.0)) for m in metas)
+        for meta in metas:
+            duration = float(meta.get("duration", 0.0))
+            self.seconds += duration
+            self.speech_seconds += duration - sum(e - s for s, e in meta.get("silences", []))
         self.metas.extend(metas)
 
     def compute(self) -> dict[str, float]:
-        """Retrieval (a2t/t2a R@1/5/10, mAP@10), compression and chunk rate per modality, boundary
+        """Retrieval (a2t/t2a R@1/5/10, mAP@10), compression and chunk rate per modality (audio also
+        per second of speech, the time outside the silences), boundary
         P/R/F1/R-value at 20 and 50 ms against word onsets, and the share of audio boundaries
         inside silences (video: inside static spans, more than a token period from their edges)
         beside the share of time those spans take."""
@@ -70,6 +75,8 @@ class ValidationAccumulator:
         for m in self.tokens:
             scores[f"compression_{m}"] = self.tokens[m] / max(self.chunks[m], 1)
             scores[f"chunk_rate_{m}_hz"] = self.chunks[m] / max(self.seconds, 1e-9)
+        if "audio" in self.chunks:
+            scores["chunk_rate_audio_speech_hz"] = self.chunks["audio"] / max(self.speech_seconds, 1e-9)
         audio = self.predicted.get("audio", [])
         offset, predicted, reference = 0.0, [], []
         for times, meta in zip(audio, self.metas):

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 
 from mmchunk.checkpoint import load_module
-from mmchunk.data import DataConfig, make_dataset
+from mmchunk.data import DataConfig, Sample, make_dataset
 from mmchunk.data.synth import synth_corpus
 from mmchunk.evaluation import ValidationAccumulator, energy_vad_boundaries, frame_difference_keep
 from mmchunk.metrics import boundary_scores
@@ -24,23 +25,42 @@ from mmchunk.training import AudioTextModule, batch_inputs, run_fit
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "audio_text" / "demo_cpu.yaml"
 SUMMARY_KEYS = (
     "a2t_R@1", "t2a_R@1", "a2t_mAP@10", "t2a_mAP@10", "boundary_f1_20ms", "boundary_f1_50ms",
-    "baseline_boundary_f1_50ms", "compression_audio", "chunk_rate_audio_hz", "silence_boundary_fraction",
-    "silence_time_fraction", "compression_video", "baseline_compression_video", "static_boundary_fraction",
-    "static_time_fraction", "seconds_synth", "seconds_train", "seconds_eval",
+    "baseline_boundary_f1_50ms", "silero_boundary_f1_50ms", "compression_audio", "chunk_rate_audio_hz",
+    "chunk_rate_audio_speech_hz", "silence_boundary_fraction", "silence_time_fraction", "compression_video",
+    "baseline_compression_video", "static_boundary_fraction", "static_time_fraction", "seconds_synth",
+    "seconds_train", "seconds_eval",
 )  # fmt: skip
 
 
-def evaluate(module: AudioTextModule, shards: str, config: DataConfig) -> tuple[dict[str, float], list]:
+def vad_baselines() -> dict[str, Callable[[torch.Tensor, int], list[float]]]:
+    """The heuristic audio boundary baselines by name: edges of the energy VAD's and Silero VAD's
+    speech/non-speech decisions."""
+    from mmchunk.vad import silero_vad_boundaries
+
+    return {"energy": energy_vad_boundaries, "silero": silero_vad_boundaries}
+
+
+def evaluate(
+    module: AudioTextModule,
+    shards: str,
+    config: DataConfig,
+    transform: Callable[[Sample], Sample] | None = None,
+    baselines: Iterable[str] = ("energy", "silero"),
+) -> tuple[dict[str, float], list]:
     """Scores of `module` on `shards` (see `ValidationAccumulator.compute`) plus the heuristic
-    baselines: energy-VAD audio boundaries (F1 against word onsets) and RLT frame-difference video
-    compression. Also returns (waveform, meta, learned boundary times) of the first samples."""
+    baselines: VAD-edge audio boundaries (`baseline_boundary_f1_*` for the energy VAD,
+    `silero_boundary_f1_*` for Silero VAD; F1 against word onsets) and RLT frame-difference video
+    compression. `transform` changes every decoded sample first (a robustness condition). Also
+    returns (waveform, meta, learned boundary times) of the first samples."""
     module.eval()
     acc = ValidationAccumulator(module.model.token_periods)
-    baseline_pred, reference, kept, frames = [], [], 0, 0
+    vads = {name: fn for name, fn in vad_baselines().items() if name in baselines}
+    predicted: dict[str, list[float]] = {name: [] for name in vads}
+    reference, kept, frames = [], 0, 0
     examples = []
     offset = 0.0
     with torch.no_grad():
-        for batch in make_dataset(shards, config):
+        for batch in make_dataset(shards, config, transform=transform):
             if not len(batch):
                 continue
             out = module.model(batch_inputs(batch))
@@ -48,7 +68,8 @@ def evaluate(module: AudioTextModule, shards: str, config: DataConfig) -> tuple[
             audio_starts = out.routing["audio"].chunks.t_start
             chunk_cu = out.routing["audio"].chunks.cu_seqlens.tolist()
             for i, (wave, meta) in enumerate(zip(batch.audio.split(), batch.meta)):
-                baseline_pred += [t + offset for t in energy_vad_boundaries(wave, config.sample_rate)]
+                for name, fn in vads.items():
+                    predicted[name] += [t + offset for t in fn(wave, config.sample_rate)]
                 reference += [w["start"] + offset for w in meta.get("words", [])]
                 offset += meta["duration"] + 10.0
                 if len(examples) < 3:
@@ -59,8 +80,10 @@ def evaluate(module: AudioTextModule, shards: str, config: DataConfig) -> tuple[
                         kept += int(frame_difference_keep(clip).sum())
                         frames += len(clip)
     scores = acc.compute()
-    scores["baseline_boundary_f1_50ms"] = boundary_scores(baseline_pred, reference, 0.05)["f1"]
-    scores["baseline_boundary_f1_20ms"] = boundary_scores(baseline_pred, reference, 0.02)["f1"]
+    for name, times in predicted.items():
+        prefix = "baseline" if name == "energy" else name
+        for tol in (20, 50):
+            scores[f"{prefix}_boundary_f1_{tol}ms"] = boundary_scores(times, reference, tol / 1000)["f1"]
     if frames:
         scores["baseline_compression_video"] = frames / max(kept, 1)
     return scores, examples
@@ -124,7 +147,7 @@ def run_pipeline(
     timings["seconds_train"] = time.perf_counter() - clock
     clock = time.perf_counter()
     module = load_module(out / "model.ckpt")
-    config = trainer.datamodule.config(shuffle=False)
+    config = trainer.datamodule.config(train=False)
     scores, examples = evaluate(module, str(data / "val"), config)
     plot_boundaries(examples, out / "boundaries.png", config.sample_rate)
     scores.update(timings, seconds_eval=time.perf_counter() - clock)

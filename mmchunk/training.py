@@ -12,6 +12,7 @@ import lightning as L
 import torch
 
 from mmchunk.data import Batch, DataConfig, make_loader
+from mmchunk.data.augment import AugmentConfig
 from mmchunk.evaluation import ValidationAccumulator
 from mmchunk.model import ChunkFusionModel
 
@@ -114,7 +115,8 @@ class ShardDataModule(L.LightningDataModule):
 
     train / val: shard patterns; resampled: draw training shards with replacement and stop each
     epoch after `epoch_batches` batches (multi-GPU: every rank the same count); the remaining
-    arguments fill `DataConfig` (`cache`: keep decoded samples in memory, with `num_workers: 0`).
+    arguments fill `DataConfig` (`cache`: keep decoded samples in memory, with `num_workers: 0`;
+    `augment`: training-time audio augmentation, `AugmentConfig`, never applied to validation).
     The training loader resumes exactly: it takes its epoch and the batches to skip from the
     trainer's loop progress, which checkpoints restore.
     """
@@ -134,23 +136,26 @@ class ShardDataModule(L.LightningDataModule):
         epoch_batches: int | None = None,
         seed: int = 0,
         cache: bool = False,
+        augment: AugmentConfig | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["augment"])  # checkpoints hold plain values only
+        self.augment = augment
 
-    def config(self, shuffle: bool) -> DataConfig:
-        """The loader settings of this module (training shuffles, validation does not)."""
+    def config(self, train: bool) -> DataConfig:
+        """The loader settings of this module (training shuffles and augments, validation does not)."""
         h = self.hparams
         return DataConfig(
             sample_rate=h.sample_rate, video_fps=h.video_fps, max_seconds=h.max_seconds,
             max_samples=h.max_samples, use_video=h.use_video,
-            shuffle_buffer=h.shuffle_buffer if shuffle else 0, seed=h.seed, cache=h.cache,
+            shuffle_buffer=h.shuffle_buffer if train else 0, seed=h.seed, cache=h.cache,
+            augment=self.augment if train else None,
         )  # fmt: skip
 
     def train_dataloader(self):
         h = self.hparams
         return make_loader(
-            h.train, self.config(shuffle=True), num_workers=h.num_workers, resampled=h.resampled,
+            h.train, self.config(train=True), num_workers=h.num_workers, resampled=h.resampled,
             epoch_batches=h.epoch_batches, shuffle_shards=True, position=self._train_position,
         )  # fmt: skip
 
@@ -161,7 +166,7 @@ class ShardDataModule(L.LightningDataModule):
 
     def val_dataloader(self):
         h = self.hparams
-        return make_loader(h.val, self.config(shuffle=False), num_workers=h.num_workers)
+        return make_loader(h.val, self.config(train=False), num_workers=h.num_workers)
 
 
 def run_fit(argv: list[str]) -> L.Trainer:

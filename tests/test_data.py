@@ -64,7 +64,8 @@ def test_synthesis_is_deterministic_across_processes(tmp_path):
 
 
 def test_ground_truth_matches_the_signal():
-    _, sample = synth_sample(0, 11, video=True)
+    """The dry corpus (--clean): silences are digital silence, static video is frozen."""
+    _, sample = synth_sample(0, 11, video=True, realistic=False)
     meta = json.loads(sample["json"])
     wave, rate = soundfile.read(io.BytesIO(sample["flac"]), dtype="float32")
     assert rate == 16_000 and wave.ndim == 1
@@ -88,6 +89,32 @@ def test_ground_truth_matches_the_signal():
         inside = torch.tensor([first <= round(t * 25) < stop for t in times[1:].tolist()])
         assert change[inside].float().mean(1).max() < 1.0  # mean |difference| under one grey level
     assert change.amax(1).max() > 50  # the shape does move while speech is active
+
+
+@pytest.mark.parametrize("index", [3, 11])
+def test_realistic_sample_keeps_exact_ground_truth(index):
+    """The default corpus plays the same utterance under a recorded condition: the ground truth is the
+    dry corpus' own, pauses hold a noise floor, the level is the recorded one, static video moves a
+    little (sensor noise, shake) but far less than the shape does."""
+    _, dry = synth_sample(0, index, video=True, realistic=False)
+    _, real = synth_sample(0, index, video=True)
+    dry_meta, meta = json.loads(dry["json"]), json.loads(real["json"])
+    for key in ("text", "words", "silences", "static", "duration"):
+        assert meta[key] == dry_meta[key]
+    condition = meta["condition"]
+    assert set(condition) >= {"level_dbfs", "noise", "snr_db", "rt60", "telephone", "clip_fraction"}
+    assert -40.0 <= condition["measured_dbfs"] <= condition["level_dbfs"] + 0.01 <= -9.99
+    assert set(meta["camera"]) == {"noise_sigma", "flicker", "shake_px", "zoom", "crf"}
+    wave, rate = soundfile.read(io.BytesIO(real["flac"]), dtype="float64")
+    assert 20 * np.log10(np.sqrt(np.mean(wave**2))) == pytest.approx(condition["measured_dbfs"], abs=0.05)
+    for start, end in meta["silences"]:  # a noise floor, not digital zero
+        assert frame_rms(wave[round(start * rate) : round(end * rate)], rate).min() > 0
+    frames, times = decode_video(real["mp4"], 25.0, (48, 64))
+    change = (frames[1:].int() - frames[:-1].int()).abs().flatten(1).float().mean(1)
+    frame_index = [round(t * 25) for t in times[1:].tolist()]
+    still = torch.tensor([any(a * 25 < i < b * 25 - 1 for a, b in meta["static"]) for i in frame_index])
+    assert still.any() and (change[still] > 0).float().mean() > 0.9  # no longer bit-identical
+    assert change[still].mean() < change[~still].mean()
 
 
 def test_loader_round_trip(corpus):

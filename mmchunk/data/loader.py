@@ -19,6 +19,7 @@ import braceexpand
 import torch
 import webdataset as wds
 
+from mmchunk.data.augment import AugmentConfig, augment_samples
 from mmchunk.data.decode import (
     ALLOWED_EXTS,
     AUDIO_EXTS,
@@ -49,6 +50,8 @@ class DataConfig:
     in a buffer of this size, seeded by (seed, epoch) (0: stream order). cache: keep every shard's
     decoded samples in memory after its first full read (small corpora; the cache lives in the
     process that decodes, so use it with `num_workers=0`: DataLoader workers restart each epoch).
+    augment: training-time audio augmentation (`AugmentConfig`), seeded by (seed, epoch, key);
+    None: off.
     """
 
     sample_rate: int = 16_000
@@ -61,6 +64,7 @@ class DataConfig:
     shuffle_buffer: int = 0
     seed: int = 0
     cache: bool = False
+    augment: AugmentConfig | None = None
 
 
 @dataclass
@@ -315,6 +319,7 @@ def make_dataset(
     epoch_batches: int | None = None,
     shuffle_shards: bool = False,
     split: bool = True,
+    transform: Callable[[Sample], Sample] | None = None,
 ) -> wds.DataPipeline:
     """The loader pipeline over `shards` (an IterableDataset yielding `Batch`es).
 
@@ -322,7 +327,8 @@ def make_dataset(
     (`split_by_worker`), each shard read once per epoch. Multi-GPU mode (`resampled=True`): every
     worker draws shards with replacement and `epoch_batches` caps each worker's epoch, so every rank
     sees the same number of batches. `split=False`: this process reads every shard (its caller
-    has split them already).
+    has split them already). `transform`: a function applied to every decoded `Sample` just before
+    batching (e.g. a robustness condition).
     """
     config = config or DataConfig()
     urls = expand_urls(shards)
@@ -334,12 +340,21 @@ def make_dataset(
     stages += [_urls, wds.pipelinefilter(read_decoded)(config, cache)]
     if config.shuffle_buffer:
         stages.append(wds.pipelinefilter(shuffle_samples)(config.shuffle_buffer, epoch))
+    if config.augment is not None:
+        stages.append(wds.pipelinefilter(augment_samples)(config.augment, epoch, config.sample_rate))
+    if transform is not None:
+        stages.append(wds.pipelinefilter(_map_samples)(transform))
     stages.append(wds.pipelinefilter(budget_batches)(config))
     pipeline = wds.DataPipeline(*stages)
     if epoch_batches:
         pipeline = pipeline.with_epoch(epoch_batches)
     pipeline.epoch_seed = epoch
     return pipeline
+
+
+def _map_samples(items: Iterable[Sample | Skipped], fn: Callable[[Sample], Sample]) -> Iterator:
+    for item in items:
+        yield fn(item) if isinstance(item, Sample) else item
 
 
 def _urls(items: Iterable[dict]) -> Iterator[str]:

@@ -73,13 +73,19 @@ def frozen_intervals(moving: np.ndarray) -> list[list[float]]:
     return spans
 
 
-def encode_mp4(frames: np.ndarray, fps: int = FPS) -> bytes:
-    """H.264 MP4 bytes of RGB frames `[F, H, W, 3]` (single-threaded x264: the same bytes every time)."""
+def encode_mp4(frames: np.ndarray, fps: int = FPS, *, crf: int = 18) -> bytes:
+    """H.264 MP4 bytes of RGB frames `[F, H, W, 3]` (single-threaded x264: the same bytes every time).
+
+    `crf` is x264's constant rate factor: 0 is lossless, higher is smaller and blurrier (max 51).
+    """
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast", "threads": "1"}
+        stream.options = {
+            "crf": str(int(crf)), "preset": "veryfast", "threads": "1",
+            "x264-params": "no-fast-pskip=1:no-dct-decimate=1",  # sensor noise survives on static blocks
+        }  # fmt: skip
         stream.codec_context.thread_count = 1
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))

@@ -1,4 +1,11 @@
-"""The built-in spoken corpus: espeak-ng sentences with word timings, true silences and optional video."""
+"""The built-in spoken corpus: espeak-ng sentences with word timings, true silences and optional video.
+
+By default every utterance is played under a seeded acoustic condition (level, background noise,
+room, telephone channel, clipping: `mmchunk.data.acoustics`) and every video through a seeded camera
+(sensor noise, flicker, shake, zoom, compression: `mmchunk.data.camera`); the ground truth (word
+times, silences = no speech, static spans = no scene motion) is measured on the dry signal and the
+undisturbed scene, so it stays exact. `realistic=False` keeps the dry corpus.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,8 @@ import torch
 import torchaudio
 from tqdm import tqdm
 
+from mmchunk.data.acoustics import apply_condition, babble_talkers, draw_condition, rms_dbfs
+from mmchunk.data.camera import apply_camera, draw_camera
 from mmchunk.data.energy import frame_rms, silent_intervals
 from mmchunk.data.espeak import Espeak
 from mmchunk.data.scene import FPS, encode_mp4, render_scene
@@ -45,11 +54,15 @@ def _word_end(wave: np.ndarray, start: float, limit: float) -> float:
     return round(min(start + (loud[-1] + 1) * 0.010, limit), 4) if len(loud) else round(start, 4)
 
 
-def synth_sample(seed: int, index: int, video: bool = False) -> tuple[str, dict[str, bytes]]:
+def synth_sample(
+    seed: int, index: int, video: bool = False, realistic: bool = True
+) -> tuple[str, dict[str, bytes]]:
     """One sample `(key, members)`: 16 kHz mono FLAC, transcript, JSON ground truth, optional MP4.
 
-    Everything random is drawn from `numpy.random.default_rng([seed, index])`: the same seed and
-    index give the same text, voice and timings in any process.
+    Everything random is drawn from `numpy.random.default_rng([seed, index])` (text, voice, timing)
+    and `default_rng([seed, index, 1])` (recording condition, camera): the same seed and index give
+    the same bytes in any process. With `realistic`, the JSON's `condition` holds the acoustic
+    condition (and `camera` the video's).
     """
     rng = np.random.default_rng([seed, index])
     phrases, scene = make_sentence(rng)
@@ -75,11 +88,20 @@ def synth_sample(seed: int, index: int, video: bool = False) -> tuple[str, dict[
         for (w, _), s, lim in zip(words, starts, limits)
     ]
     key = f"sample-{index:06d}"
+    silences = silent_intervals(wave, SAMPLE_RATE)
+    condition_rng = np.random.default_rng([seed, index, 1])
+    condition = camera = None
+    if realistic:
+        condition = draw_condition(condition_rng)
+        talkers = babble_talkers(seed, sample_rate=SAMPLE_RATE)
+        wave = apply_condition(torch.from_numpy(wave), condition, condition_rng, SAMPLE_RATE, talkers)
+        condition["measured_dbfs"] = round(rms_dbfs(wave), 2)  # below level_dbfs where the peak limits
+        wave = wave.numpy()
     meta = {
         "key": key,
         "text": " ".join(phrases),
         "words": timed,
-        "silences": silent_intervals(wave, SAMPLE_RATE),
+        "silences": silences,
         "voice": voice,
         "rate": rate,
         "pitch": pitch,
@@ -88,19 +110,27 @@ def synth_sample(seed: int, index: int, video: bool = False) -> tuple[str, dict[
         "seed": seed,
         "index": index,
     }
+    if condition is not None:
+        meta["condition"] = condition
     flac = io.BytesIO()
     soundfile.write(flac, wave, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
     members = {"flac": flac.getvalue(), "txt": meta["text"].encode()}
     if video:
-        frames, static = render_scene(scene, duration, meta["silences"])
-        members["mp4"] = encode_mp4(frames)
+        frames, static = render_scene(scene, duration, silences)
+        crf = 18
+        if realistic:
+            camera = draw_camera(condition_rng)
+            shot = apply_camera(torch.from_numpy(frames).permute(0, 3, 1, 2), camera, condition_rng)
+            frames, crf = shot.permute(0, 2, 3, 1).contiguous().numpy(), camera["crf"]
+            meta["camera"] = camera
+        members["mp4"] = encode_mp4(frames, crf=crf)
         static = [[s, min(e, meta["duration"])] for s, e in static]
         meta.update(fps=FPS, static=static, scene=scene)
     members["json"] = json.dumps(meta, indent=1).encode()
     return key, members
 
 
-def _synth_job(job: tuple[int, int, bool]) -> tuple[str, dict[str, bytes]]:
+def _synth_job(job: tuple[int, int, bool, bool]) -> tuple[str, dict[str, bytes]]:
     return synth_sample(*job)
 
 
@@ -109,6 +139,7 @@ def synth_corpus(
     num: int,
     *,
     video: bool = False,
+    realistic: bool = True,
     seed: int = 0,
     val_fraction: float = 0.1,
     shard_size: int = 256,
@@ -117,7 +148,8 @@ def synth_corpus(
 ) -> dict[str, dict[str, int]]:
     """Write `num` samples as shards under `out/train/` and `out/val/`; returns each split's sizes.
 
-    Shards already in those folders are replaced.
+    Shards already in those folders are replaced. `realistic=False`: the dry corpus (digital silence,
+    one level, no room, bit-identical static video).
     The last `round(num · val_fraction)` indices form the validation split. `workers` processes
     synthesize in parallel (default: up to 2); the result does not depend on their number.
     """
@@ -133,7 +165,7 @@ def synth_corpus(
     if num_val:
         writers["val"] = ShardWriter(out / "val", "val", shard_size)
     workers = workers or min(2, multiprocessing.cpu_count())
-    jobs = [(seed, i, video) for i in range(num)]
+    jobs = [(seed, i, video, realistic) for i in range(num)]
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers) if workers > 1 else _InProcess() as pool:
         results = pool.imap(_synth_job, jobs, chunksize=4)
