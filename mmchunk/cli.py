@@ -40,7 +40,15 @@ def _demo(args: argparse.Namespace) -> int:
     if args.steps:
         extra += [f"--trainer.max_steps={args.steps}", f"--model.max_steps={args.steps}"]
     scores = run_pipeline(args.out, num=args.num + args.val, val=args.val, extra=extra, data=args.data)
-    print(json.dumps(scores, indent=2) if args.json else format_summary(scores))
+    if args.json:
+        print(json.dumps(scores, indent=2))
+    else:
+        from mmchunk.eval.robustness import format_report
+
+        print(format_summary(scores))
+        ckpt = args.out / "model.ckpt"
+        print(f"\nrobustness (short form; every condition: mmchunk eval robustness --ckpt {ckpt})")
+        print(format_report(scores["robustness"]))
     print(f"wrote {args.out / 'metrics.json'}, {args.out / 'boundaries.png'}, {args.out / 'model.ckpt'}")
     return 0
 
@@ -184,11 +192,13 @@ def _hashhop_score(args: argparse.Namespace) -> int:
 
 
 def _robustness(args: argparse.Namespace) -> int:
+    from mmchunk.data import expand_urls
     from mmchunk.eval.robustness import format_report, parse_conditions, run_robustness
 
-    names = parse_conditions(args.conditions)  # an unknown name fails before the model loads
+    names = parse_conditions(args.conditions)  # bad input fails before the model loads
     if not args.ckpt.is_file():
         raise FileNotFoundError(f"no such checkpoint: {args.ckpt}")
+    expand_urls(args.data)
     report = run_robustness(args.ckpt, args.data, names, seed=args.seed, progress=not args.json)
     print(json.dumps(report, indent=2, sort_keys=True) if args.json else format_report(report))
     return 0

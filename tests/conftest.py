@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from pathlib import Path
 
 # Triton reads this when the kernel modules are imported: before anything imports mmchunk. On a
 # GPU machine, run `TRITON_INTERPRET=0 make test` to test the compiled kernels on CUDA instead.
@@ -37,3 +38,28 @@ def bounds(cu: torch.Tensor) -> list[tuple[int, int]]:
 def _seed():
     """Every test draws the same random numbers on every run."""
     torch.manual_seed(0)
+
+
+RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "audio_text" / "demo_cpu.yaml"
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A tiny corpus (10 train and 6 val samples, 3 per shard) and a 2-step checkpoint (shared by the
+    export and robustness tests)."""
+    root = tmp_path_factory.mktemp("trained")
+    data = root / "data"
+    from mmchunk.data.synth import synth_corpus
+    from mmchunk.training import run_fit
+
+    synth_corpus(data, 16, video=True, seed=3, val_fraction=0.375, shard_size=3, workers=1, progress=False)
+    run_fit([
+        "--config", str(RECIPE), "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+        "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root / "run"),
+        "--trainer.logger.init_args.save_dir", str(root / "run"),
+        "--model.dim", "32", "--model.embed_dim", "16", "--model.heads", "2", "--model.main_depth", "1",
+        "--model.max_steps", "2", "--data.train", str(data / "train"), "--data.val", str(data / "val"),
+        "--data.max_samples", "4",
+    ])  # fmt: skip
+    ckpt = next(root.glob("run/logs/version_*/checkpoints/last.ckpt"))
+    return data, ckpt

@@ -14,30 +14,11 @@ import torch
 from mmchunk import load_embeddings
 from mmchunk.checkpoint import load_module
 from mmchunk.data import DataConfig, make_dataset
-from mmchunk.data.synth import synth_corpus
 from mmchunk.evaluation import ValidationAccumulator
 from mmchunk.export import export_embeddings
-from mmchunk.training import batch_inputs, run_fit
+from mmchunk.training import batch_inputs
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "audio_text" / "demo_cpu.yaml"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny corpus (10 train and 6 val samples, 3 per shard) and a 2-step checkpoint."""
-    root = tmp_path_factory.mktemp("export")
-    data = root / "data"
-    synth_corpus(data, 16, video=True, seed=3, val_fraction=0.375, shard_size=3, workers=1, progress=False)
-    run_fit([
-        "--config", str(RECIPE), "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
-        "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root / "run"),
-        "--trainer.logger.init_args.save_dir", str(root / "run"),
-        "--model.dim", "32", "--model.embed_dim", "16", "--model.heads", "2", "--model.main_depth", "1",
-        "--model.max_steps", "2", "--data.train", str(data / "train"), "--data.val", str(data / "val"),
-        "--data.max_samples", "4",
-    ])  # fmt: skip
-    ckpt = next(root.glob("run/logs/version_*/checkpoints/last.ckpt"))
-    return data, ckpt
 
 
 def digest(folder: Path) -> dict[str, str]:

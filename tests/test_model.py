@@ -10,6 +10,7 @@ from conftest import bounds, cu_from_lengths
 
 from mmchunk import Ragged
 from mmchunk.backbone import ChunkBackbone
+from mmchunk.chunker import DynamicChunker
 from mmchunk.chunkspace import MODALITY_IDS, merge_in_time
 from mmchunk.encoders import AudioSamples, TextBytes, VideoFrames, build_encoder, frame_waveforms
 from mmchunk.layers import Attention, GatedRecurrence, rotary
@@ -103,6 +104,41 @@ def test_audio_encoder_sees_silence_as_stationary(stem):
     assert out.lengths.tolist() == [25, 1, 2] and out.values.shape == (28, 16)
     assert out.t_start[:3].tolist() == pytest.approx([0.0, 0.02, 0.04])
     assert enc.native_rate_hz == 50.0
+
+
+def _spoken_like(gen: torch.Generator) -> torch.Tensor:
+    """Bursts of harmonic tones and noise between pauses, over a −60 dBFS noise floor: `[N]` at 16 kHz."""
+    pieces = []
+    for _ in range(4):
+        t = torch.arange(3200) / 16_000
+        tone = torch.sin(
+            2 * math.pi * float(100 + 300 * torch.rand((), generator=gen)) * t * torch.arange(1, 4)[:, None]
+        )
+        pieces += [torch.zeros(2400), 0.2 * tone.sum(0), 0.1 * torch.randn(1600, generator=gen)]
+    wave = torch.cat(pieces)
+    return wave + 1e-3 * torch.randn(wave.numel(), generator=gen)
+
+
+@pytest.mark.parametrize("stem", ["logmel", "conv"])
+def test_routing_ignores_the_recording_level(stem):
+    """A waveform, the same ×0.1 and ×10: the same stem features, the same chunk boundaries."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    enc = AudioSamples(32, depth=1, stem=stem)
+    chunker = DynamicChunker(32)
+    with torch.no_grad():  # routing projections away from the identity, as after training
+        chunker.q_proj.weight.add_(torch.randn(32, 32, generator=gen) / 4)
+        chunker.k_proj.weight.add_(torch.randn(32, 32, generator=gen) / 4)
+    waves = [_spoken_like(gen), _spoken_like(gen)[:5000], torch.zeros(700)]
+    runs = []
+    for gain in (1.0, 0.1, 10.0):
+        with torch.no_grad():
+            feats = enc(Ragged.from_list([w * gain for w in waves]))
+            runs.append((feats.values, chunker(feats).boundary_mask))
+    for feats, mask in runs[1:]:
+        torch.testing.assert_close(feats, runs[0][0], atol=2e-4, rtol=1e-4)
+        assert torch.equal(mask, runs[0][1])
+    assert 4 < int(runs[0][1].sum()) < len(runs[0][1]) / 2  # real segmentation, neither none nor all
 
 
 def test_video_and_text_encoders():

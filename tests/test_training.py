@@ -77,6 +77,7 @@ def test_resume_mid_epoch_is_exact(tmp_path, monkeypatch):
     last = next((tmp_path / "b").glob("logs/version_*/checkpoints/last.ckpt"))
     resumed = _tiny_fit(data, tmp_path / "b", 5, "--data.cache", "true", "--ckpt_path", str(last))
     assert resumed.global_step == 5
+    assert resumed.datamodule.augment is not None and resumed.datamodule.augment.p_noise > 0  # the recipe's
     got = resumed.lightning_module.state_dict()
     assert straight.keys() == got.keys()
     for name in straight:
@@ -133,9 +134,12 @@ def test_full_pipeline_writes_reports(tmp_path):
 def test_demo_targets():
     from mmchunk.pipeline import demo_targets
 
-    scores = {"a2t_R@1": 0.8, "t2a_R@1": 0.79, "boundary_f1_50ms": 0.5, "baseline_boundary_f1_50ms": 0.5,
-              "silence_boundary_fraction": 0.2, "silence_time_fraction": 0.4}  # fmt: skip
+    scores = {"a2t_R@1": 0.85, "t2a_R@1": 0.84, "boundary_f1_50ms": 0.5, "baseline_boundary_f1_50ms": 0.4,
+              "silero_boundary_f1_50ms": 0.5, "silence_boundary_fraction": 0.2,
+              "silence_time_fraction": 0.4}  # fmt: skip
     met = {k: ok for k, (_, ok) in demo_targets(scores).items()}
     assert met == {
         "a2t_R@1": True, "t2a_R@1": False, "boundary_f1_50ms": False, "silence_boundary_fraction": True
     }  # fmt: skip
+    scores["boundary_f1_50ms"] = 0.51  # above both VADs
+    assert demo_targets(scores)["boundary_f1_50ms"][1]

@@ -4,7 +4,7 @@ The building blocks of the realistic corpus (`draw_condition` + `apply_condition
 augmentation and of the robustness report. Every random draw takes an explicit
 `numpy.random.Generator`, so the same seed gives the same samples in any process. Rooms come from
 pyroomacoustics (image-source shoebox rooms), filtering, resampling, companding and mixing at an SNR
-from `torchaudio.functional`.
+from `torchaudio.functional`, convolution from scipy.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import scipy.signal
 import torch
 import torchaudio.functional as AF
 
@@ -107,10 +108,12 @@ def room_impulse_response(rt60: float, seed: int, sample_rate: int = 16_000) -> 
 
 
 def reverberate(wave: torch.Tensor, rir: np.ndarray) -> torch.Tensor:
-    """`wave [N]` convolved with an impulse response whose direct path is sample 0, cut to `[N]`."""
+    """`wave [N]` convolved with an impulse response whose direct path is sample 0, cut to `[N]`
+    (scipy's overlap-add convolution: FFTs of fast lengths, unlike one FFT of length N + L − 1)."""
     if wave.numel() == 0:
         return wave
-    return AF.fftconvolve(wave.double(), torch.from_numpy(rir).double())[: wave.numel()].float()
+    wet = scipy.signal.oaconvolve(wave.double().numpy(), rir.astype(np.float64))[: wave.numel()]
+    return torch.from_numpy(wet).float()
 
 
 def add_noise(wave: torch.Tensor, noise: np.ndarray | torch.Tensor, snr_db: float) -> torch.Tensor:
