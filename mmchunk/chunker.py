@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmchunk.kernels import boundary_probs, ema_scan, segment_reduce
+from mmchunk.kernels import boundary_probs, ema_scan, segment_reduce, seq_lengths
 from mmchunk.ragged import Ragged
 
 POOLINGS = ("boundary", "mean")
@@ -44,11 +44,15 @@ def straight_through_ones(x: Tensor) -> Tensor:
     return 1.0 + x - x.detach()
 
 
-def ratio_loss(boundary_mask: Tensor, probs: Tensor, target_N: float) -> Tensor:
+def ratio_loss(
+    boundary_mask: Tensor, probs: Tensor, target_N: float, cu_seqlens: Tensor | None = None
+) -> Tensor:
     """H-Net ratio loss `N/(N−1)·((N−1)·F·G + (1−F)·(1−G))`, `F = mean(b)` (no gradient), `G = mean(p)`.
 
     `boundary_mask [T]`, `probs [T]` → scalar; minimum 1 at `F = G = 1/N`. Weight it (α ≈ 0.03)
-    yourself. An empty batch gives 0.
+    yourself. An empty batch gives 0. With `cu_seqlens [B+1]`, `F` and `G` are taken per sequence
+    and the loss is the mean over the non-empty sequences: every sequence is held to the target,
+    so a batch cannot meet it on average by shattering some sequences and leaving others whole.
     """
     if target_N <= 1:
         raise ValueError(f"ratio_loss: target_N must be > 1 (tokens per chunk), got {target_N}")
@@ -60,9 +64,14 @@ def ratio_loss(boundary_mask: Tensor, probs: Tensor, target_N: float) -> Tensor:
     if probs.numel() == 0:
         return probs.float().sum()
     n = float(target_N)
-    f = boundary_mask.float().mean()
-    g = probs.float().mean()
-    return n / (n - 1.0) * ((n - 1.0) * f * g + (1.0 - f) * (1.0 - g))
+    if cu_seqlens is None:
+        f, g = boundary_mask.float().mean(), probs.float().mean()
+        return n / (n - 1.0) * ((n - 1.0) * f * g + (1.0 - f) * (1.0 - g))
+    f = segment_reduce(boundary_mask.float()[:, None], cu_seqlens, "mean")[:, 0]
+    g = segment_reduce(probs.float()[:, None], cu_seqlens, "mean")[:, 0]
+    per_sequence = n / (n - 1.0) * ((n - 1.0) * f * g + (1.0 - f) * (1.0 - g))
+    present = (seq_lengths(cu_seqlens) > 0).float()  # a weighted mean: no host sync
+    return (per_sequence * present).sum() / present.sum().clamp(min=1.0)
 
 
 def chunk_targets(chunk_rate_hz: float, native_rates_hz: Mapping[str, float]) -> dict[str, float]:

@@ -56,7 +56,8 @@ class ChunkFusionModel(nn.Module):
     `ChunkBackbone`); moe: mixture-of-experts feed-forwards in the backbone stages it names
     (`{"stages": [...], "experts": E, "top_k": k, "weight": w}`, balance loss weighted by w);
     backbone="hrm" replaces that backbone by `HRMBackbone(**hrm)` (two-timescale recurrence);
-    ratio_weight (H-Net's α), predict_weight, match_weight: loss weights;
+    ratio_weight (H-Net's α), predict_weight, match_weight: loss weights; ratio_per_sequence: hold
+    every sequence to the compression target (True) rather than the batch on average;
     chunking=False runs the same network on every encoder token (the fixed-rate baseline).
     """
 
@@ -80,8 +81,10 @@ class ChunkFusionModel(nn.Module):
         moe: dict | None = None,
         backbone: str = "chunk",
         hrm: dict | None = None,
+        ratio_per_sequence: bool = True,
     ) -> None:
         super().__init__()
+        self.ratio_per_sequence = ratio_per_sequence
         encoders = dict(encoders) if encoders is not None else {"audio": {}, "text": {}, "video": {}}
         if "audio" not in encoders or "text" not in encoders:
             raise ValueError("ChunkFusionModel needs at least the audio and text encoders")
@@ -143,10 +146,14 @@ class ChunkFusionModel(nn.Module):
             chunks[m], routing[m] = mixed, routed
             if (balance := self.main.aux_loss()) is not None:
                 losses[f"moe_{m}"] = balance
-            losses[f"ratio_{m}"] = ratio_loss(routed.boundary_mask, routed.probs, self.targets[m])
+            cu = feats.cu_seqlens if self.ratio_per_sequence else None
+            losses[f"ratio_{m}"] = ratio_loss(routed.boundary_mask, routed.probs, self.targets[m], cu)
             if inner is not None:
                 routing[f"{m}_stage2"] = inner
-                losses[f"ratio_{m}_stage2"] = ratio_loss(inner.boundary_mask, inner.probs, self.inner_ratio)
+                inner_cu = routed.chunks.cu_seqlens if self.ratio_per_sequence else None
+                losses[f"ratio_{m}_stage2"] = ratio_loss(
+                    inner.boundary_mask, inner.probs, self.inner_ratio, inner_cu
+                )
             losses[f"predict_{m}"] = self._next_feature_loss(m, mixed, routed, feats)
         return chunks, routing, losses
 

@@ -48,6 +48,7 @@ class AudioTextModule(L.LightningModule):
         moe: dict | None = None,
         backbone: str = "chunk",
         hrm: dict | None = None,
+        ratio_per_sequence: bool = True,
         lr: float = 5e-4,
         weight_decay: float = 0.01,
         warmup_steps: int = 20,
@@ -60,7 +61,7 @@ class AudioTextModule(L.LightningModule):
             main_depth=main_depth, fusion_depth=fusion_depth, heads=heads, ratio_weight=ratio_weight,
             predict_weight=predict_weight, match_weight=match_weight, outer_depth=outer_depth,
             outer_mixer=outer_mixer, stages=stages, inner_ratio=inner_ratio, moe=moe,
-            backbone=backbone, hrm=hrm,
+            backbone=backbone, hrm=hrm, ratio_per_sequence=ratio_per_sequence,
         )  # fmt: skip
         self.validation = ValidationAccumulator(self.model.token_periods)
 

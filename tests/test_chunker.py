@@ -144,6 +144,34 @@ def test_ratio_loss_values_and_gradient():
         ratio_loss(mask, probs, 1.0)
 
 
+def test_ratio_loss_per_sequence_is_the_mean_of_each_sequences_loss():
+    """With cu_seqlens every sequence is held to the target: one shattered and one whole sequence
+    meet it on average over the batch, not per sequence."""
+    lengths = [0, 8, 1, 8, 0, 5]
+    cu = cu_from_lengths(lengths)
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.rand(int(cu[-1]), generator=gen, requires_grad=True)
+    mask = probs.detach() >= 0.5
+    got = ratio_loss(mask, probs, 3.0, cu)
+    want = torch.stack([ratio_loss(mask[s:e], probs[s:e], 3.0) for s, e in bounds(cu) if e > s]).mean()
+    torch.testing.assert_close(got, want)
+    got.backward()
+    assert probs.grad is not None and torch.isfinite(probs.grad).all()
+    two = cu_from_lengths([4, 4])
+    uneven = torch.tensor([True, True, False, False, False, False, False, False])  # 2 + 0 boundaries
+    even = torch.tensor([True, False, False, False, True, False, False, False])  # 1 + 1
+    assert float(ratio_loss(uneven, uneven.float(), 4.0)) == pytest.approx(1.0)  # the batch meets N = 4
+    assert float(ratio_loss(uneven, uneven.float(), 4.0, two)) == pytest.approx(
+        4 / 3
+    )  # neither sequence does
+    assert float(ratio_loss(even, even.float(), 4.0, two)) == pytest.approx(1.0)
+    one = cu_from_lengths([12])
+    torch.testing.assert_close(
+        ratio_loss(mask[:12], probs[:12], 3.0, one), ratio_loss(mask[:12], probs[:12], 3.0)
+    )
+    assert float(ratio_loss(mask[:0], probs[:0], 3.0, cu_from_lengths([0, 0]))) == 0.0
+
+
 def test_modality_embedding_starts_at_zero_and_changes_routing():
     x = timed([6, 6], modality=[0, 1])
     plain, tagged = DynamicChunker(6), DynamicChunker(6, num_modalities=2)

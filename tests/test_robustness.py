@@ -63,7 +63,9 @@ def test_conditions_do_what_they_say_and_are_seeded():
     assert room.shape == sample.audio.shape and room[: RATE // 2].abs().max() < 1e-6  # causal: the pause
     dark = condition_transform("video-dark", 0, RATE)(sample)
     assert torch.equal(dark.audio, sample.audio)
-    assert float(dark.video.float().mean()) == pytest.approx(0.6 * float(sample.video.float().mean()), rel=0.01)
+    assert float(dark.video.float().mean()) == pytest.approx(
+        0.6 * float(sample.video.float().mean()), rel=0.01
+    )
     shaken = condition_transform("video-shake", 0, RATE)(sample).video
     assert shaken.shape == sample.video.shape and not torch.equal(shaken, sample.video)
     assert condition_transform("video-noise", 0, RATE)(sample).video.dtype == torch.uint8

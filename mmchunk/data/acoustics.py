@@ -22,6 +22,13 @@ TELEPHONE_RATE = 8_000
 ROOMS = 3
 
 
+def unit_rms(x: np.ndarray) -> np.ndarray:
+    """`x [n]` scaled to an RMS of 1, as float32 (all-zero or empty input stays as it is)."""
+    if x.size == 0:
+        return x.astype(np.float32)
+    return (x / (np.sqrt(np.mean(x**2)) + 1e-12)).astype(np.float32)
+
+
 def coloured_noise(n: int, colour: str, rng: np.random.Generator) -> np.ndarray:
     """Noise `[n]` with power spectrum ∝ 1/f^β (white β=0, pink 1, brown 2), unit RMS.
 
@@ -34,8 +41,7 @@ def coloured_noise(n: int, colour: str, rng: np.random.Generator) -> np.ndarray:
     spectrum = np.fft.rfft(rng.standard_normal(n))
     freqs = np.fft.rfftfreq(n)
     spectrum[0], freqs[0] = 0.0, 1.0  # no DC offset
-    noise = np.fft.irfft(spectrum / freqs ** (beta / 2), n)
-    return (noise / (np.sqrt(np.mean(noise**2)) + 1e-12)).astype(np.float32)
+    return unit_rms(np.fft.irfft(spectrum / freqs ** (beta / 2), n))
 
 
 def hum(n: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
@@ -46,8 +52,7 @@ def hum(n: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
         rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * base * k * t + rng.uniform(0, 2 * np.pi))
         for k in range(1, 6)
     )
-    wave = wave + 0.05 * rng.standard_normal(n)
-    return (wave / (np.sqrt(np.mean(wave**2)) + 1e-12)).astype(np.float32)
+    return unit_rms(wave + 0.05 * rng.standard_normal(n))
 
 
 def babble(n: int, talkers: list[np.ndarray], rng: np.random.Generator, voices: int = 4) -> np.ndarray:
@@ -57,8 +62,8 @@ def babble(n: int, talkers: list[np.ndarray], rng: np.random.Generator, voices: 
         talker = talkers[int(i)]
         start = int(rng.integers(len(talker)))
         idx = (start + np.arange(n)) % len(talker)
-        mix += talker[idx] / (np.sqrt(np.mean(talker**2)) + 1e-12)
-    return (mix / (np.sqrt(np.mean(mix**2)) + 1e-12)).astype(np.float32)
+        mix += unit_rms(talker)[idx]
+    return unit_rms(mix)
 
 
 @functools.lru_cache(maxsize=4)

@@ -40,7 +40,8 @@ class AugmentConfig:
     noise: add one of `noises` ("white", "pink", "brown", "hum", or "other": the audio of the sample
     before it in the stream) at an SNR drawn from `snr_db`. reverb: a simulated room (pyroomacoustics)
     with RT60 drawn from `rt60` in steps of 0.1 s. speed: resample to a speed factor drawn from
-    `speed` in steps of 0.05 (0.9 = 10 % slower; 1.0 is a no-op); the sample's word, silence, static and frame times scale with it.
+    `speed` in steps of 0.05 (0.9 = 10 % slower; 1.0 is a no-op); the sample's word, silence, static
+    and frame times scale with it.
     """
 
     p_gain: float = 1.0
