@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from mmchunk.kernels import boundary_probs, ema_scan, segment_reduce, seq_lengths
 from mmchunk.ragged import Ragged
+from mmchunk.ragged_ops import window_means
 
 POOLINGS = ("boundary", "mean")
 
@@ -105,7 +106,10 @@ class DynamicChunker(nn.Module):
     gives cos = 1, p = 0, so stretches of identical tokens (silence, frozen video) can never be
     split, whatever training does to the projection (H-Net's untied pair loses that guarantee).
     `every_token=True` makes every token its own chunk (p = 1): the unchunked baseline through the
-    same code path.
+    same code path. `routing_windows` (one width per modality id; 1 = H-Net) compares the mean of
+    the next `w` tokens (from t on) with the mean of the `w` tokens before t instead of single
+    tokens: a change-point test whose noise shrinks with `w` while a lasting change keeps its full
+    contrast, so a noise floor does not open chunks (audio: 3 frames = 60 ms each side).
     """
 
     def __init__(
@@ -116,6 +120,7 @@ class DynamicChunker(nn.Module):
         num_modalities: int = 0,
         tied_routing: bool = False,
         every_token: bool = False,
+        routing_windows: Sequence[int] | None = None,
         backend: str = "auto",
     ) -> None:
         super().__init__()
@@ -126,6 +131,12 @@ class DynamicChunker(nn.Module):
         self.k_proj = self.q_proj if tied_routing else nn.Linear(dim, dim, bias=False)
         self.residual_proj = nn.Linear(dim, dim)
         self.modality_embedding = nn.Embedding(num_modalities, dim) if num_modalities else None
+        windows = torch.tensor(list(routing_windows or []), dtype=torch.long)
+        if (windows < 1).any():
+            raise ValueError(
+                f"DynamicChunker: routing windows must be ≥ 1, got {list(routing_windows or [])}"
+            )
+        self.register_buffer("routing_windows", windows if (windows > 1).any() else None, persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -143,8 +154,11 @@ class DynamicChunker(nn.Module):
         h = x.values
         if self.modality_embedding is not None and x.modality is not None:
             h = h + self.modality_embedding(x.modality)
-        q = self.q_proj(h)
-        k = q if self.k_proj is self.q_proj else self.k_proj(h)
+        h_q = h_k = h
+        if self.routing_windows is not None and x.modality is not None:
+            h_q, h_k = window_means(h, x.cu_seqlens, self.routing_windows[x.modality])
+        q = self.q_proj(h_q)
+        k = q if self.k_proj is self.q_proj and h_k is h_q else self.k_proj(h_k)
         return boundary_probs(q, k, x.cu_seqlens, backend=self.backend)
 
     def forward(self, x: Ragged) -> ChunkerOutput:

@@ -58,6 +58,8 @@ class ChunkFusionModel(nn.Module):
     backbone="hrm" replaces that backbone by `HRMBackbone(**hrm)` (two-timescale recurrence);
     ratio_weight (H-Net's α), predict_weight, match_weight: loss weights; ratio_per_sequence: hold
     every sequence to the compression target (True) rather than the batch on average;
+    routing_windows: tokens averaged on each side of a candidate boundary per modality (e.g.
+    `{"audio": 3}`; default 1, H-Net's single-token comparison);
     chunking=False runs the same network on every encoder token (the fixed-rate baseline).
     """
 
@@ -82,6 +84,7 @@ class ChunkFusionModel(nn.Module):
         backbone: str = "chunk",
         hrm: dict | None = None,
         ratio_per_sequence: bool = True,
+        routing_windows: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
         self.ratio_per_sequence = ratio_per_sequence
@@ -90,9 +93,15 @@ class ChunkFusionModel(nn.Module):
             raise ValueError("ChunkFusionModel needs at least the audio and text encoders")
         self.encoders = nn.ModuleDict({m: build_encoder(m, dim, **kw) for m, kw in encoders.items()})
         self.targets = chunk_targets(chunk_rate_hz, {m: e.native_rate_hz for m, e in self.encoders.items()})
+        windows = dict(routing_windows or {})
+        if unknown := sorted(set(windows) - set(MODALITY_IDS)):
+            raise ValueError(
+                f"routing_windows: unknown modality {unknown[0]!r} (known: {', '.join(MODALITY_IDS)})"
+            )
         self.chunker = DynamicChunker(
-            dim, pooling="mean", num_modalities=len(MODALITY_IDS), tied_routing=True, every_token=not chunking
-        )
+            dim, pooling="mean", num_modalities=len(MODALITY_IDS), tied_routing=True,
+            every_token=not chunking, routing_windows=[windows.get(m, 1) for m in sorted(MODALITY_IDS, key=MODALITY_IDS.get)],
+        )  # fmt: skip
         moe = dict(moe or {})
         moe_weight = moe.pop("weight", 0.01)
         if backbone == "chunk":

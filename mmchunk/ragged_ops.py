@@ -33,3 +33,25 @@ def select_rows(x: Ragged, keep: Tensor) -> Ragged:
 def mean_pool(x: Ragged) -> Tensor:
     """Mean of every sequence `[B, D]` (zeros for an empty sequence)."""
     return segment_reduce(x.values, x.cu_seqlens, "mean")
+
+
+def window_means(values: Tensor, cu_seqlens: Tensor, width: Tensor) -> tuple[Tensor, Tensor]:
+    """Means over windows of `width [T]` tokens within each sequence of `values [T, D]`.
+
+    Returns `ahead [T, D]` (token t and up to `width_t − 1` after it) and `behind [T, D]` (token t and
+    up to `width_t − 1` before it); windows stop at their sequence's edges. Width 1 gives `values`.
+    Prefix sums in float64, so long sequences keep float32 precision.
+    """
+    total = values.shape[0]
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    owner = torch.repeat_interleave(
+        torch.arange(len(lengths), device=values.device), lengths, output_size=total
+    )
+    start, end = cu_seqlens.long()[owner], cu_seqlens.long()[owner + 1]
+    index = torch.arange(total, device=values.device)
+    prefix = F.pad(values.double().cumsum(0), (0, 0, 1, 0))
+    stop = torch.minimum(index + width, end)
+    first = torch.maximum(index - width + 1, start)
+    ahead = (prefix[stop] - prefix[index]) / (stop - index)[:, None]
+    behind = (prefix[index + 1] - prefix[first]) / (index + 1 - first)[:, None]
+    return ahead.to(values.dtype), behind.to(values.dtype)

@@ -151,3 +151,24 @@ def test_datamodule_augments_training_only():
     assert dm.config(train=True).augment is not None and dm.config(train=False).augment is None
     assert "augment" not in dm.hparams  # checkpoints keep plain values
     assert DataConfig().augment is None
+
+
+def test_loader_augments_the_same_bytes_per_epoch_and_leaves_the_cache_alone(tmp_path):
+    from mmchunk.data import make_dataset
+    from mmchunk.data.synth import synth_corpus
+
+    synth_corpus(tmp_path, 4, seed=5, val_fraction=0.0, shard_size=2, workers=1, progress=False)
+    config = DataConfig(shuffle_buffer=4, cache=True, augment=AugmentConfig(p_noise=1.0, p_speed=1.0))
+    dataset = make_dataset(tmp_path / "train", config)
+
+    def epoch(e: int) -> dict[str, torch.Tensor]:
+        dataset.epoch_seed.epoch = e
+        return {k: a for b in dataset for k, a in zip(b.keys, b.audio.split())}
+
+    first, again, second = epoch(0), epoch(0), epoch(1)
+    assert first.keys() == again.keys() == second.keys() and len(first) == 4
+    assert all(torch.equal(first[k], again[k]) for k in first)  # a replayed epoch: the same bytes
+    assert all(not torch.equal(first[k], second[k]) for k in first)  # the next epoch: new draws
+    plain = make_dataset(tmp_path / "train", DataConfig())
+    clean = {k: a for b in plain for k, a in zip(b.keys, b.audio.split())}
+    assert all(not torch.equal(first[k], clean[k]) for k in first)

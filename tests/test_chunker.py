@@ -246,3 +246,41 @@ def test_every_token_is_the_unchunked_baseline():
     z = torch.randn(x.num_tokens, 6)
     # p = 1 everywhere: the EMA keeps each chunk's own value, the confidence is 1
     torch.testing.assert_close(c.dechunk(z, out), z + c.residual_proj(x.values))
+
+
+def test_window_means_match_a_per_sequence_loop():
+    from mmchunk.ragged_ops import window_means
+
+    lengths = [0, 1, 5, 0, 2, 17, 1]
+    cu = cu_from_lengths(lengths)
+    gen = torch.Generator().manual_seed(3)
+    values = torch.randn(int(cu[-1]), 3, generator=gen)
+    width = torch.randint(1, 5, (int(cu[-1]),), generator=gen)
+    ahead, behind = window_means(values, cu, width)
+    for s, e in bounds(cu):
+        for t in range(s, e):
+            w = int(width[t])
+            torch.testing.assert_close(ahead[t], values[t : min(t + w, e)].mean(0))
+            torch.testing.assert_close(behind[t], values[max(t - w + 1, s) : t + 1].mean(0))
+    ones = window_means(values, cu, torch.ones_like(width))
+    assert torch.equal(ones[0], values) and torch.equal(ones[1], values)
+
+
+def test_routing_windows_compare_windows_and_ignore_stationary_noise():
+    """Width 1 is H-Net's routing; width 3 on a noisy signal with one lasting change: the change stays
+    a boundary, the noise opens far fewer chunks."""
+    gen = torch.Generator().manual_seed(0)
+    dim = 8
+    level = torch.cat([torch.ones(40, dim), -torch.ones(40, dim)]) + 1.2 * torch.randn(80, dim, generator=gen)
+    x = Ragged.from_list(
+        [level, level[:1]], modality=[torch.zeros(80, dtype=torch.long), torch.zeros(1, dtype=torch.long)]
+    )
+    plain = DynamicChunker(dim, tied_routing=True, num_modalities=2)
+    one = DynamicChunker(dim, tied_routing=True, num_modalities=2, routing_windows=[1, 1])
+    three = DynamicChunker(dim, tied_routing=True, num_modalities=2, routing_windows=[3, 1])
+    assert one.routing_windows is None and torch.equal(one(x).probs, plain(x).probs)
+    p1, p3 = plain(x).boundary_mask, three(x).boundary_mask
+    assert bool(p3[40]) and bool(p3[80])  # the change, and the second sequence's start
+    assert int(p3.sum()) <= int(p1.sum()) / 2  # 4 of 8 on this seed
+    with pytest.raises(ValueError, match="≥ 1"):
+        DynamicChunker(dim, routing_windows=[0])
