@@ -100,7 +100,8 @@ class ChunkFusionModel(nn.Module):
             )
         self.chunker = DynamicChunker(
             dim, pooling="mean", num_modalities=len(MODALITY_IDS), tied_routing=True,
-            every_token=not chunking, routing_windows=[windows.get(m, 1) for m in sorted(MODALITY_IDS, key=MODALITY_IDS.get)],
+            every_token=not chunking,
+            routing_windows=[windows.get(m, 1) for m in sorted(MODALITY_IDS, key=MODALITY_IDS.get)],
         )  # fmt: skip
         moe = dict(moe or {})
         moe_weight = moe.pop("weight", 0.01)
