@@ -93,9 +93,11 @@ class AudioSamples(ModalityEncoder):
         for any level of each recording.
 
         conv: each recording is scaled to unit RMS first. logmel: log of the mel power above a floor
-        at `MEL_FLOOR` × the recording's mean power, then every mel band normalised per recording to
-        mean 0 and variance 1 over its frames (cepstral mean and variance normalisation), which also
-        removes a fixed channel colouring (microphone, telephone band).
+        at `MEL_FLOOR` × the recording's mean power, minus the recording's mean log-mel (one number
+        per recording: its level), scaled by a fixed 1/4. Only the level is taken out: the relative
+        energies of frames and bands, which tell speech from a noise floor, stay as they are
+        (per-band variance normalisation would blow a band holding only noise up to the scale of
+        the bands that carry speech).
         """
         lengths = seq_lengths(frame_cu)
         if self.stem_kind == "conv":
@@ -106,9 +108,8 @@ class AudioSamples(ModalityEncoder):
         mel = power @ self.fbank
         floor = segment_reduce(mel.mean(1, keepdim=True), frame_cu, "mean") * MEL_FLOOR + 1e-30
         logmel = torch.log(mel + per_sequence(floor, lengths))
-        centred = logmel - per_sequence(segment_reduce(logmel, frame_cu, "mean"), lengths)
-        var = segment_reduce(centred.pow(2), frame_cu, "mean")
-        return self.proj(centred * per_sequence(torch.rsqrt(var + 1e-4), lengths))
+        level = segment_reduce(logmel.mean(1, keepdim=True), frame_cu, "mean")
+        return self.proj((logmel - per_sequence(level, lengths)) / 4.0)
 
     def forward(self, x: Ragged) -> Ragged:
         """Waveforms `[N]` (float, `sample_rate`) → frame features `[F, D]` with 20 ms time spans."""

@@ -138,7 +138,7 @@ def test_routing_ignores_the_recording_level(stem):
     for feats, mask in runs[1:]:
         torch.testing.assert_close(feats, runs[0][0], atol=2e-4, rtol=1e-4)
         assert torch.equal(mask, runs[0][1])
-    assert 4 < int(runs[0][1].sum()) < len(runs[0][1]) / 2  # real segmentation, neither none nor all
+    assert 4 < int(runs[0][1].sum()) < len(runs[0][1]) - 10  # real segmentation, neither none nor all
 
 
 def test_video_and_text_encoders():

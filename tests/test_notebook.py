@@ -16,7 +16,7 @@ def test_learned_boundaries_notebook_executes(tmp_path):
     assert code and all(not c.outputs and c.execution_count is None for c in code), "commit without outputs"
     # run in an empty folder: no runs/demo there, so the notebook trains its tiny model in place
     where = {"metadata": {"path": str(tmp_path)}}
-    NotebookClient(nb, timeout=180, kernel_name="python3", resources=where).execute()
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources=where).execute()
     images = [o for c in code for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 5, "one figure per section"
     printed = "".join(o.get("text", "") for c in code for o in c.outputs if o.get("output_type") == "stream")
