@@ -50,3 +50,29 @@ def test_chunking_cost_benchmark(tmp_path):
         line.split() for line in out.splitlines() if line.strip().endswith("x") and line.strip()[0].isdigit()
     ]
     assert [r[0] for r in rows] == ["2s", "4s"] and all(float(r[1]) >= 1.0 for r in rows)
+
+
+def test_real_recordings_benchmark(tmp_path):
+    """Rows and totals on a spoken file at 44.1 kHz (stand-in for a user's recording), JSON and a bad path."""
+    import io
+    import json
+
+    import soundfile
+    import torch
+    import torchaudio
+
+    from mmchunk.data.synth import synth_sample
+
+    _, members = synth_sample(0, 4, realistic=False)
+    wave, rate = soundfile.read(io.BytesIO(members["flac"]), dtype="float32")
+    loud = torchaudio.functional.resample(torch.from_numpy(wave), rate, 44_100).numpy()
+    soundfile.write(tmp_path / "speech.wav", loud, 44_100)
+    out = run("real_recordings.py", str(tmp_path / "speech.wav"))
+    assert "speech.wav" in out and "all 1 files" in out
+    report = json.loads(run("real_recordings.py", "--json", str(tmp_path / "speech.wav")))
+    row = report["rows"][0]
+    assert row["sample_rate"] == 44_100 and 0 < row["speech"] < row["duration"]
+    assert row["chunks"] >= 1 and report["total"]["chunks"] == row["chunks"]
+    bad = subprocess.run([sys.executable, str(BENCH / "real_recordings.py"), str(tmp_path / "none.wav")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
