@@ -200,7 +200,7 @@ def _robustness(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no such checkpoint: {args.ckpt}")
     expand_urls(args.data)
     report = run_robustness(args.ckpt, args.data, names, seed=args.seed, progress=not args.json)
-    print(json.dumps(report, indent=2, sort_keys=True) if args.json else format_report(report))
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
 
