@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 import torchaudio
+from einops import rearrange
 from torch import Tensor, nn
 
 from mmchunk.kernels import segment_reduce, seq_lengths
@@ -22,13 +23,15 @@ def per_sequence(stat: Tensor, lengths: Tensor) -> Tensor:
     return stat.repeat_interleave(lengths, dim=0, output_size=int(lengths.sum()))
 
 
-def frame_waveforms(x: Ragged, hop: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Cut every waveform of `x` (values `[N]`) into non-overlapping frames of `hop` samples.
+def frame_waveforms(x: Ragged, hop: int, width: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Cut every waveform of `x` (values `[N]`) into frames at a stride of `hop` samples.
 
-    Returns frames `[F, hop]` (the last frame of each sequence zero-padded), the frames' new
-    `cu_seqlens [B+1]`, and each frame's index within its sequence `[F]`. No frame spans two
-    sequences.
+    Frame i of a sequence covers samples `[i·hop, (i+1)·hop)`; with `width > hop` it is widened to
+    `width` samples centred on that span (analysis windows that overlap their neighbours). Returns
+    frames `[F, width]` (samples outside the sequence are zero: no frame reads another sequence),
+    the frames' `cu_seqlens [B+1]`, and each frame's index within its sequence `[F]`.
     """
+    width = width or hop
     counts = torch.div(seq_lengths(x.cu_seqlens) + hop - 1, hop, rounding_mode="floor")
     frame_cu = F.pad(counts.cumsum(0), (1, 0)).to(torch.int32)
     total = int(frame_cu[-1])
@@ -36,11 +39,25 @@ def frame_waveforms(x: Ragged, hop: int) -> tuple[Tensor, Tensor, Tensor]:
         torch.arange(len(counts), device=x.values.device), counts, output_size=total
     )
     index = torch.arange(total, device=x.values.device) - frame_cu.long()[seq]
-    start = x.cu_seqlens.long()[seq] + index * hop
-    samples = start[:, None] + torch.arange(hop, device=x.values.device)
-    valid = samples < x.cu_seqlens.long()[seq + 1][:, None]
-    frames = torch.where(valid, x.values[samples.clamp(max=max(x.num_tokens - 1, 0))], 0.0)
+    first = x.cu_seqlens.long()[seq]
+    start = first + index * hop - (width - hop) // 2
+    samples = start[:, None] + torch.arange(width, device=x.values.device)
+    valid = (samples >= first[:, None]) & (samples < x.cu_seqlens.long()[seq + 1][:, None])
+    frames = torch.where(valid, x.values[samples.clamp(0, max(x.num_tokens - 1, 0))], 0.0)
     return frames, frame_cu, index
+
+
+def stack_context(feats: Tensor, frame_cu: Tensor, index: Tensor, context: int) -> Tensor:
+    """Each frame's features `[F, C]` beside those of its `context` neighbours on either side within
+    its own sequence (the edge frame repeated past a sequence's ends) → `[F, (2·context+1)·C]`."""
+    if context == 0:
+        return feats
+    lengths = seq_lengths(frame_cu)
+    first = per_sequence(frame_cu[:-1].long(), lengths)
+    last = per_sequence(lengths.long(), lengths) - 1
+    offsets = torch.arange(-context, context + 1, device=feats.device)
+    rows = first[:, None] + (index[:, None] + offsets).clamp(min=0).minimum(last[:, None])
+    return rearrange(feats[rows], "f k c -> f (k c)")
 
 
 @register
@@ -48,7 +65,13 @@ class AudioSamples(ModalityEncoder):
     """Waveform encoder at 50 Hz: 20 ms frames through log-mel features (or a strided conv stem),
     then `depth` local mixing blocks. The stem's output does not depend on a recording's level (a
     waveform and the same waveform × g give the same features); digital silence gives identical
-    frames, hence identical features."""
+    frames, hence identical features.
+
+    logmel options: `window_ms` widens each frame's analysis window beyond the 20 ms hop (centred);
+    `band_mean` takes out each band's mean over the recording (cepstral mean normalisation: the
+    channel's colour) instead of one level per recording; `context` stacks the log-mels of that many
+    neighbouring frames on each side before the projection (a kernel-(2·context+1) convolution).
+    """
 
     modality = "audio"
 
@@ -62,12 +85,17 @@ class AudioSamples(ModalityEncoder):
         frame_ms: float = 20.0,
         n_mels: int = 40,
         channels: int = 64,
+        band_mean: bool = False,
+        window_ms: float | None = None,
+        context: int = 0,
     ) -> None:
         super().__init__(dim)
         if stem not in STEMS:
             raise ValueError(f"AudioSamples: stem must be one of {STEMS}, got {stem!r}")
-        self.stem_kind, self.sample_rate = stem, sample_rate
+        self.stem_kind, self.sample_rate, self.band_mean = stem, sample_rate, band_mean
         self.hop = round(sample_rate * frame_ms / 1000)
+        self.width = round(sample_rate * (window_ms or frame_ms) / 1000) if stem == "logmel" else self.hop
+        self.context = context
         self.native_rate_hz = sample_rate / self.hop
         if stem == "conv":
             self.stem = nn.Sequential(
@@ -77,20 +105,20 @@ class AudioSamples(ModalityEncoder):
             )  # fmt: skip
             self.proj = nn.Linear(channels, dim)
         else:
-            n_fft = 1 << (self.hop - 1).bit_length()
-            self.register_buffer("window", torch.hann_window(self.hop), persistent=False)
+            n_fft = 1 << (self.width - 1).bit_length()
+            self.register_buffer("window", torch.hann_window(self.width), persistent=False)
             fbank = torchaudio.functional.melscale_fbanks(
                 n_fft // 2 + 1, 0.0, sample_rate / 2, n_mels, sample_rate
             )
             self.register_buffer("fbank", fbank, persistent=False)
             self.n_fft = n_fft
-            self.proj = nn.Linear(n_mels, dim)
+            self.proj = nn.Linear(n_mels * (2 * context + 1), dim)
         self.norm = RMSNorm(dim)
         self.mixing = MixerStack(dim, depth, mixer)
 
-    def features(self, frames: Tensor, frame_cu: Tensor) -> Tensor:
-        """Frames `[F, hop]` of the recordings `frame_cu [B+1]` → stem features `[F, D]`, the same
-        for any level of each recording.
+    def features(self, frames: Tensor, frame_cu: Tensor, index: Tensor) -> Tensor:
+        """Frames `[F, width]` of the recordings `frame_cu [B+1]` (each frame's `index [F]` within its
+        recording) → stem features `[F, D]`, the same for any level of each recording.
 
         conv: each recording is scaled to unit RMS first. logmel: log of the mel power above a floor
         at `MEL_FLOOR` × the recording's mean power, minus the recording's mean log-mel (one number
@@ -108,15 +136,16 @@ class AudioSamples(ModalityEncoder):
         mel = power @ self.fbank
         floor = segment_reduce(mel.mean(1, keepdim=True), frame_cu, "mean") * MEL_FLOOR + 1e-30
         logmel = torch.log(mel + per_sequence(floor, lengths))
-        level = segment_reduce(logmel.mean(1, keepdim=True), frame_cu, "mean")
-        return self.proj((logmel - per_sequence(level, lengths)) / 4.0)
+        level = segment_reduce(logmel if self.band_mean else logmel.mean(1, keepdim=True), frame_cu, "mean")
+        feats = (logmel - per_sequence(level, lengths)) / 4.0
+        return self.proj(stack_context(feats, frame_cu, index, self.context))
 
     def forward(self, x: Ragged) -> Ragged:
         """Waveforms `[N]` (float, `sample_rate`) → frame features `[F, D]` with 20 ms time spans."""
-        frames, frame_cu, index = frame_waveforms(x, self.hop)
+        frames, frame_cu, index = frame_waveforms(x, self.hop, self.width)
         t_start = index.float() * (self.hop / self.sample_rate)
         features = Ragged(
-            self.norm(self.features(frames, frame_cu)),
+            self.norm(self.features(frames, frame_cu, index)),
             frame_cu,
             t_start=t_start,
             t_end=t_start + self.hop / self.sample_rate,

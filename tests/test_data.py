@@ -313,3 +313,44 @@ def test_decode_errors_are_one_line():
     with pytest.raises(DecodeError, match="unreadable audio") as info:
         decode_audio(b"not audio at all", 16_000)
     assert "\n" not in str(info.value)
+
+
+def test_model_inputs_never_read_the_true_timings(corpus, tmp_path):
+    """Corrupt every word, silence and static time in the shards' JSON: the batches, and the model's
+    outputs on them, stay bit-identical (the ground truth is for scoring only)."""
+    from mmchunk.model import ChunkFusionModel
+    from mmchunk.training import batch_inputs
+
+    def shifted(spans: list) -> list:
+        return [[s + 0.37, e + 0.91] for s, e in spans]
+
+    def shifted_words(words: list[dict]) -> list[dict]:
+        return [{**w, "start": w["start"] + 0.37, "end": w["end"] + 0.91} for w in words]
+
+    for shard in sorted((corpus / "train").glob("*.tar")):
+        with tarfile.open(shard) as src, tarfile.open(tmp_path / shard.name, "w") as dst:
+            for member in src:
+                data = src.extractfile(member).read()
+                if member.name.endswith(".json"):
+                    meta = json.loads(data)
+                    meta["words"] = shifted_words(meta["words"])
+                    meta["silences"], meta["static"] = shifted(meta["silences"]), shifted(meta["static"])
+                    data = json.dumps(meta).encode()
+                member.size = len(data)
+                dst.addfile(member, io.BytesIO(data))
+    config = DataConfig(max_samples=6, video_fps=10.0)
+    torch.manual_seed(0)
+    encoders = {"audio": {}, "text": {}, "video": {}}
+    model = ChunkFusionModel(dim=32, embed_dim=16, heads=2, encoders=encoders).eval()
+    pairs = zip(make_dataset(corpus / "train", config), make_dataset(tmp_path, config), strict=True)
+    for true, corrupt in pairs:
+        assert true.meta != corrupt.meta
+        for m in ("audio", "text", "video"):
+            a, b = getattr(true, m), getattr(corrupt, m)
+            for name in ("values", "cu_seqlens", "t_start", "t_end"):
+                assert torch.equal(getattr(a, name), getattr(b, name)), (m, name)
+        with torch.no_grad():
+            out_true, out_corrupt = model(batch_inputs(true)), model(batch_inputs(corrupt))
+        for name in ("audio_embedding", "text_embedding"):
+            assert torch.equal(getattr(out_true, name), getattr(out_corrupt, name)), name
+        assert torch.equal(out_true.loss, out_corrupt.loss)

@@ -12,7 +12,14 @@ from mmchunk import Ragged
 from mmchunk.backbone import ChunkBackbone
 from mmchunk.chunker import DynamicChunker
 from mmchunk.chunkspace import MODALITY_IDS, merge_in_time
-from mmchunk.encoders import AudioSamples, TextBytes, VideoFrames, build_encoder, frame_waveforms
+from mmchunk.encoders import (
+    AudioSamples,
+    TextBytes,
+    VideoFrames,
+    build_encoder,
+    frame_waveforms,
+    stack_context,
+)
 from mmchunk.layers import Attention, GatedRecurrence, rotary
 from mmchunk.losses import hardest_negatives, info_nce
 from mmchunk.metrics import retrieval_metrics
@@ -91,14 +98,45 @@ def test_frame_waveforms_matches_per_sequence_padding():
     assert index.tolist() == [0, 1, 2, 0, 0]
 
 
+@pytest.mark.parametrize("width", [320, 640, 481])
+def test_widened_frames_are_centred_windows_of_each_sequence_alone(width):
+    cu = cu_from_lengths([700, 0, 1, 320, 999])
+    x = Ragged(torch.randn(2020), cu)
+    frames, frame_cu, _ = frame_waveforms(x, 320, width)
+    want = []
+    for s, e in bounds(cu):
+        left = (width - 320) // 2
+        padded = torch.nn.functional.pad(x.values[s:e], (left, width))
+        want += [padded[i * 320 : i * 320 + width] for i in range(-(-(e - s) // 320))]
+    assert frames.shape == (len(want), width)
+    torch.testing.assert_close(frames, torch.stack(want))
+    assert frame_cu.tolist() == [0, 3, 3, 4, 5, 9]
+
+
+@pytest.mark.parametrize("context", [0, 1, 3])
+def test_stack_context_takes_neighbours_within_each_sequence(context):
+    lengths = [5, 0, 1, 2, 7]
+    cu = cu_from_lengths(lengths)
+    feats = torch.randn(sum(lengths), 3)
+    index = torch.cat([torch.arange(n) for n in lengths])
+    out = stack_context(feats, cu, index, context)
+    want = []
+    for s, e in bounds(cu):
+        for i in range(e - s):
+            rows = [s + min(max(i + o, 0), e - s - 1) for o in range(-context, context + 1)]
+            want.append(feats[rows].reshape(-1))
+    assert out.shape == (sum(lengths), 3 * (2 * context + 1))
+    torch.testing.assert_close(out, torch.stack(want))
+
+
 @pytest.mark.parametrize("stem", ["logmel", "conv"])
 def test_audio_encoder_sees_silence_as_stationary(stem):
     torch.manual_seed(0)
     enc = AudioSamples(16, depth=1, stem=stem)
     wave = torch.cat([torch.zeros(3200), 0.3 * torch.randn(1600), torch.zeros(3200)])
     x = Ragged.from_list([wave, torch.zeros(1), torch.randn(500)])
-    frames, frame_cu, _ = frame_waveforms(x, enc.hop)
-    stem_out = enc.features(frames, frame_cu)[:10]
+    frames, frame_cu, index = frame_waveforms(x, enc.hop, enc.width)
+    stem_out = enc.features(frames, frame_cu, index)[:10]
     torch.testing.assert_close(stem_out[1:10], stem_out[0].expand(9, -1))  # the silent frames
     out = enc(x)
     assert out.lengths.tolist() == [25, 1, 2] and out.values.shape == (28, 16)

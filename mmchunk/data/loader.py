@@ -242,7 +242,8 @@ def text_byte_times(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Time span `[start, end]` of every UTF-8 byte of `text`.
 
-    Rule: when the JSON's `words` match the transcript's words in order, a word's bytes take its
+    `words` are input timings that exist in the wild (subtitle cues), never a corpus' ground truth:
+    the loader passes none. Rule: when `words` match the transcript's words in order, a word's bytes take its
     span and the separator bytes the gap to the next word; otherwise the bytes share `duration`
     evenly in reading order.
     """
@@ -274,7 +275,7 @@ def collate(samples: list[Sample], skipped: list[Skipped]) -> Batch:
         t_end=[(torch.arange(s.audio.numel()) + 1) / rate for s in samples],
     )
     texts = [s.text or "" for s in samples]
-    spans = [text_byte_times(t, s.meta.get("words"), s.seconds) for t, s in zip(texts, samples)]
+    spans = [text_byte_times(t, None, s.seconds) for t, s in zip(texts, samples)]  # never the true word times
     text = Ragged.from_list(
         [torch.tensor(list(t.encode()), dtype=torch.int64) for t in texts],
         t_start=[a for a, _ in spans],
