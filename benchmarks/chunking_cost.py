@@ -26,33 +26,32 @@ from mmchunk.data.synth import synth_sample
 from mmchunk.model import ChunkFusionModel
 
 
-def make_clip(seconds: float, seed: int) -> tuple[torch.Tensor, str, list[dict]]:
-    """A waveform of at least `seconds` s made of corpus samples, its transcript and word timings."""
-    waves, words, text, t, i = [], [], [], 0.0, 0
+def make_clip(seconds: float, seed: int) -> tuple[torch.Tensor, str]:
+    """A waveform of at least `seconds` s made of corpus samples, and its transcript."""
+    waves, text, t, i = [], [], 0.0, 0
     while t < seconds:
         _, sample = synth_sample(seed, i)
         wave, rate = soundfile.read(io.BytesIO(sample["flac"]), dtype="float32")
         meta = json.loads(sample["json"])
         waves.append(torch.from_numpy(wave))
-        words += [{**w, "start": w["start"] + t, "end": w["end"] + t} for w in meta["words"]]
         text.append(meta["text"])
         t += len(wave) / rate
         i += 1
-    return torch.cat(waves), " ".join(text), words
+    return torch.cat(waves), " ".join(text)
 
 
 def inputs_for(clips: list) -> dict[str, Ragged]:
     """Audio and text Ragged batches (with time spans) of a list of clips."""
     rate = 16_000
-    waves = [w for w, _, _ in clips]
-    spans = [text_byte_times(t, w, wave.numel() / rate) for (wave, t, w) in clips]
+    waves = [w for w, _ in clips]
+    spans = [text_byte_times(t, None, wave.numel() / rate) for wave, t in clips]  # as the loader
     audio = Ragged.from_list(
         waves,
         t_start=[torch.arange(w.numel()) / rate for w in waves],
         t_end=[(torch.arange(w.numel()) + 1) / rate for w in waves],
     )
     text = Ragged.from_list(
-        [torch.tensor(list(t.encode())) for _, t, _ in clips],
+        [torch.tensor(list(t.encode())) for _, t in clips],
         t_start=[a for a, _ in spans],
         t_end=[b for _, b in spans],
     )
