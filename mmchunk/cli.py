@@ -392,8 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="pack a folder of media files with matching stems into shards",
         description=(
             "Group the files under SRC by stem (audio .wav/.flac/.mp3/.ogg, video .mp4/.mkv/.webm, "
-            ".txt, .json) and write each group with audio or video as one sample; print every "
-            "file left out and why."
+            ".txt, .json, .srt/.vtt subtitles) and write each group with audio or video as one sample; "
+            "subtitle cues become the JSON's 'cues' (the text's input timings, at cue precision) and "
+            "the transcript when there is no .txt. Print every file left out and why."
         ),
     )
     pack.add_argument("src", type=Path, help="folder of media files")

@@ -71,7 +71,7 @@ def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
 
 
 def _scale_times(meta: dict, factor: float) -> dict:
-    """`meta` with word, silence and static times (and the duration) divided by a speed `factor`."""
+    """`meta` with word, cue, silence and static times (and the duration) divided by a speed `factor`."""
     meta = dict(meta)
     if "words" in meta:
         meta["words"] = [
@@ -81,6 +81,8 @@ def _scale_times(meta: dict, factor: float) -> dict:
     for key in TIMED_KEYS:
         if key in meta:
             meta[key] = [[round(a / factor, 4), round(b / factor, 4)] for a, b in meta[key]]
+    if "cues" in meta:
+        meta["cues"] = [[round(a / factor, 4), round(b / factor, 4), text] for a, b, text in meta["cues"]]
     if "duration" in meta:
         meta["duration"] = round(meta["duration"] / factor, 4)
     return meta

@@ -31,6 +31,7 @@ from mmchunk.data.decode import (
     decode_video,
 )
 from mmchunk.data.epochs import EpochSeed, ResumableLoader, ShardList, shuffle_samples
+from mmchunk.data.subtitles import Cue, cue_words, json_cues
 from mmchunk.ragged import Ragged
 
 log = logging.getLogger(__name__)
@@ -223,6 +224,11 @@ def _decode(raw: dict, config: DataConfig) -> Sample:
         audio, native_rate = decode_audio(raw[audio_ext], config.sample_rate)
         member = "json"
         meta = decode_json(raw["json"]) if "json" in raw else {}
+        if "cues" in meta:
+            try:
+                json_cues(meta["cues"])
+            except ValueError as exc:
+                raise DecodeError(str(exc)) from None
         member = "txt"
         text = decode_text(raw["txt"]) if "txt" in raw else meta.get("text")
         if config.require_text and not text:
@@ -264,6 +270,13 @@ def text_byte_times(
     return edges[:-1].clone(), edges[1:].clone()
 
 
+def input_words(meta: dict) -> list[dict] | None:
+    """Word timings a model may read: those of subtitle cues (`cues` in the JSON, cue precision),
+    never the corpus' ground-truth `words`."""
+    cues = meta.get("cues")
+    return cue_words([Cue(*c) for c in cues]) if cues else None
+
+
 def collate(samples: list[Sample], skipped: list[Skipped]) -> Batch:
     """Pack decoded samples into one `Batch` of per-modality Ragged sequences."""
     if not samples:
@@ -275,7 +288,7 @@ def collate(samples: list[Sample], skipped: list[Skipped]) -> Batch:
         t_end=[(torch.arange(s.audio.numel()) + 1) / rate for s in samples],
     )
     texts = [s.text or "" for s in samples]
-    spans = [text_byte_times(t, None, s.seconds) for t, s in zip(texts, samples)]  # never the true word times
+    spans = [text_byte_times(t, input_words(s.meta), s.seconds) for t, s in zip(texts, samples)]
     text = Ragged.from_list(
         [torch.tensor(list(t.encode()), dtype=torch.int64) for t in texts],
         t_start=[a for a, _ in spans],
