@@ -25,7 +25,7 @@ from mmchunk.encoders import build_encoder
 from mmchunk.hrm import HRMBackbone
 from mmchunk.kernels import sequence_starts
 from mmchunk.layers import MixerStack, RMSNorm
-from mmchunk.losses import hardest_negatives, info_nce, matching_loss
+from mmchunk.losses import byte_ctc_loss, hardest_negatives, info_nce, matching_loss
 from mmchunk.ragged import Ragged
 from mmchunk.ragged_ops import mean_pool, select_rows, take_sequences
 
@@ -59,7 +59,8 @@ class ChunkFusionModel(nn.Module):
     ratio_weight (H-Net's α), predict_weight, match_weight: loss weights; ratio_per_sequence: hold
     every sequence to the compression target (True) rather than the batch on average;
     routing_windows: tokens averaged on each side of a candidate boundary per modality (e.g.
-    `{"audio": 3}`; default 1, H-Net's single-token comparison);
+    `{"audio": 3}`; default 1, H-Net's single-token comparison); ctc_weight > 0 adds a byte CTC
+    loss of the dechunked audio tokens against the paired transcript (`byte_ctc_loss`: no timings);
     chunking=False runs the same network on every encoder token (the fixed-rate baseline).
     """
 
@@ -85,6 +86,7 @@ class ChunkFusionModel(nn.Module):
         hrm: dict | None = None,
         ratio_per_sequence: bool = True,
         routing_windows: Mapping[str, int] | None = None,
+        ctc_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.ratio_per_sequence = ratio_per_sequence
@@ -120,12 +122,15 @@ class ChunkFusionModel(nn.Module):
             {m: nn.Sequential(RMSNorm(dim), nn.Linear(dim, embed_dim)) for m in ("audio", "text")}
         )
         self.match_head = nn.Sequential(RMSNorm(dim), nn.Linear(dim, 1))
+        # byte CTC of the dechunked audio tokens against the paired transcript (blank + 256 bytes)
+        self.ctc_head = nn.Sequential(RMSNorm(dim), nn.Linear(dim, 257)) if ctc_weight > 0 else None
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.weights = {
             "ratio": ratio_weight,
             "predict": predict_weight,
             "match": match_weight,
             "moe": moe_weight,
+            "ctc": ctc_weight,
         }
 
     @property
@@ -164,12 +169,17 @@ class ChunkFusionModel(nn.Module):
                 losses[f"ratio_{m}_stage2"] = ratio_loss(
                     inner.boundary_mask, inner.probs, self.inner_ratio, inner_cu
                 )
-            losses[f"predict_{m}"] = self._next_feature_loss(m, mixed, routed, feats)
+            tokens = self.chunker.dechunk(mixed, routed)
+            losses[f"predict_{m}"] = self._next_feature_loss(m, tokens, feats)
+            text = inputs.get("text")
+            if m == "audio" and self.ctc_head is not None and text is not None:
+                log_probs = self.ctc_head(tokens).log_softmax(-1)
+                losses["ctc"] = byte_ctc_loss(log_probs, feats.cu_seqlens, text.values, text.cu_seqlens)
         return chunks, routing, losses
 
-    def _next_feature_loss(self, m: str, mixed: Ragged, routed: ChunkerOutput, feats: Ragged) -> Tensor:
-        """Cosine loss of predicting token t+1's encoder feature from the dechunked output at t."""
-        tokens = self.chunker.dechunk(mixed, routed)
+    def _next_feature_loss(self, m: str, tokens: Tensor, feats: Ragged) -> Tensor:
+        """Cosine loss of predicting token t+1's encoder feature from the dechunked output `tokens
+        [T, D]` at t."""
         keep = ~sequence_starts(feats.cu_seqlens, feats.num_tokens)[1:]
         if not keep.any():
             return tokens.sum() * 0.0
@@ -218,7 +228,7 @@ class ChunkFusionModel(nn.Module):
             total = total + self.weights["match"] * losses["match"]
         for name, value in list(losses.items()):
             kind = name.split("_")[0]
-            if kind in ("ratio", "predict", "moe"):
+            if kind in ("ratio", "predict", "moe", "ctc"):
                 total = total + self.weights[kind] * value
         losses["total"] = total
         return FusionOutput(emb["audio"], emb["text"], routing, losses)

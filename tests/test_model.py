@@ -21,7 +21,7 @@ from mmchunk.encoders import (
     stack_context,
 )
 from mmchunk.layers import Attention, GatedRecurrence, rotary
-from mmchunk.losses import hardest_negatives, info_nce
+from mmchunk.losses import byte_ctc_loss, hardest_negatives, info_nce
 from mmchunk.metrics import retrieval_metrics
 from mmchunk.model import ChunkFusionModel
 from mmchunk.ragged_ops import mean_pool, select_rows, take_sequences
@@ -277,6 +277,35 @@ def test_info_nce_and_negatives():
     assert (negatives != torch.arange(4)).all()
 
 
+def test_byte_ctc_loss_matches_the_padded_library_call():
+    """Per-sequence CTC on the packed frames equals torch's padded batch CTC ("mean": each loss over
+    its transcript length, then the batch mean); an empty audio sequence is left out."""
+    torch.manual_seed(0)
+    frames, texts = [17, 1, 0, 9, 12], [b"hi there", b"", b"skipped", b"aab", b"a"]
+    log_probs = torch.randn(sum(frames), 257).log_softmax(-1).requires_grad_()
+    cu, text_cu = cu_from_lengths(frames), cu_from_lengths([len(t) for t in texts])
+    text = torch.tensor([b for t in texts for b in t])
+    got = byte_ctc_loss(log_probs, cu, text, text_cu)
+    keep = [i for i, n in enumerate(frames) if n]
+    parts = log_probs.split(frames)
+    padded = torch.nn.utils.rnn.pad_sequence([parts[i] for i in keep])  # [T, N, C]
+    targets = torch.nn.utils.rnn.pad_sequence(
+        [torch.tensor(list(texts[i]) or [0]) + 1 for i in keep], batch_first=True
+    )
+    want = torch.nn.functional.ctc_loss(
+        padded,
+        targets,
+        torch.tensor([frames[i] for i in keep]),
+        torch.tensor([len(texts[i]) for i in keep]),
+        zero_infinity=True,
+    )  # "mean" divides by the target lengths clamped at 1
+    torch.testing.assert_close(got, want)
+    got.backward()
+    assert log_probs.grad[cu[2] : cu[3]].numel() == 0 and torch.isfinite(log_probs.grad).all()
+    impossible = byte_ctc_loss(log_probs[:1], cu_from_lengths([1]), text[:8], cu_from_lengths([8]))
+    assert impossible.item() == 0.0  # one frame cannot emit eight bytes: zero_infinity
+
+
 def tiny_batch():
     torch.manual_seed(0)
     audio = Ragged.from_list([0.1 * torch.randn(n) for n in (4000, 2400, 3000)])
@@ -326,6 +355,23 @@ def test_fusion_model_trains_every_part():
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
     assert model.targets["audio"] == pytest.approx(50 / 6)
+
+
+def test_ctc_weight_adds_a_byte_ctc_loss_that_trains_the_hierarchy():
+    torch.manual_seed(0)
+    small = {m: {"depth": 1} for m in ("audio", "text")}
+    model = ChunkFusionModel(dim=32, embed_dim=16, main_depth=1, heads=2, encoders=small, ctc_weight=0.5)
+    batch = tiny_batch()
+    out = model({"audio": batch["audio"], "text": batch["text"]})
+    assert torch.isfinite(out.losses["ctc"]) and out.losses["ctc"] > 0
+    weights = {"contrastive": 1.0, "match": 0.5, "ctc": 0.5, "ratio": 0.03, "predict": 0.1}
+    want = sum(weights[k.split("_")[0]] * v for k, v in out.losses.items() if k != "total")
+    torch.testing.assert_close(out.loss, want)  # the CTC term is in the total, with its weight
+    out.losses["ctc"].backward()
+    for name in ("ctc_head.1.weight", "main.inner.0.mixer.qkv.weight", "encoders.audio.proj.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    assert ChunkFusionModel(dim=32, embed_dim=16, encoders=small).ctc_head is None
 
 
 def test_two_stage_model_adds_second_routing_and_trains_it():
