@@ -248,10 +248,10 @@ def text_byte_times(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Time span `[start, end]` of every UTF-8 byte of `text`.
 
-    `words` are input timings that exist in the wild (subtitle cues), never a corpus' ground truth:
-    the loader passes none. Rule: when `words` match the transcript's words in order, a word's bytes take its
-    span and the separator bytes the gap to the next word; otherwise the bytes share `duration`
-    evenly in reading order.
+    `words` are input timings that exist in the wild (`input_words`: subtitle cues), never a
+    corpus' ground truth. Rule: when `words` match the transcript's words in order, a word's bytes
+    take its span and the separator bytes the gap to the next word; otherwise the bytes share
+    `duration` evenly in reading order.
     """
     data = text.encode()
     tokens = text.split(" ")
