@@ -93,6 +93,8 @@ def test_cue_words_share_each_cue_by_byte_length():
     assert start.tolist() == pytest.approx([1.0, 1.0, 5 / 3, 5 / 3, 2.0, 4.0])
     assert bool((end >= start).all()) and bool((start[1:] >= start[:-1]).all())  # monotonic
     assert cue_words([]) == []
+    spaced = cue_words([Cue(0.0, 1.0, " "), Cue(0.0, 2.0, "a  b ")])  # from a hand-written JSON
+    assert [(w["word"], w["start"], w["end"]) for w in spaced] == [("a", 0.0, 1.0), ("b", 1.0, 2.0)]
 
 
 def test_speed_perturbation_scales_the_cues():
@@ -132,12 +134,13 @@ def test_bad_cues_in_a_json_skip_the_sample_with_the_reason(tmp_path):
     wave = np.zeros(8000, np.float32) + 0.01
     soundfile.write(tmp_path / "x.wav", wave, 16_000)
     with ShardWriter(tmp_path / "out", "bad", 4) as writer:
-        for key, cues in (("good", [[0.0, 0.5, "hi"]]), ("bad", [[0.4, 0.1, "back"]])):
+        bad = {"back": [[0.4, 0.1, "x"]], "inf": [[0.0, float("inf"), "x"]], "short": [[0.0, 1.0]]}
+        for key, cues in (("good", [[0.0, 0.5, "hi"]]), *bad.items()):
             meta = {"text": "hi", "cues": cues}
             writer.write(key, {"wav": (tmp_path / "x.wav").read_bytes(), "json": json.dumps(meta).encode()})
     batch = next(iter(make_dataset(tmp_path / "out")))
     assert batch.keys == ["good"]
-    assert [(s.key, "'cues' item 0" in s.reason) for s in batch.skipped] == [("bad", True)]
+    assert [(s.key, "'cues' item 0" in s.reason) for s in batch.skipped] == [(k, True) for k in bad]
     assert torch.equal(batch.text.t_start, torch.tensor([0.0, 0.0])) and torch.equal(
         batch.text.t_end, torch.tensor([0.5, 0.5])
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,12 +89,14 @@ def read_subtitles(path: str | Path) -> list[Cue]:
 
 
 def cue_words(cues: list[Cue]) -> list[dict]:
-    """Word spans at cue precision: each cue's span shared by its words in proportion to their
-    UTF-8 lengths, as `[{"word", "start", "end"}]` in reading order (the timings
-    `text_byte_times` takes)."""
+    """Word spans at cue precision: each cue's span shared by its whitespace-separated words in
+    proportion to their UTF-8 lengths, as `[{"word", "start", "end"}]` in reading order (the
+    timings `text_byte_times` takes); a cue without words adds none."""
     words = []
     for cue in cues:
-        tokens = cue.text.split(" ")
+        tokens = cue.text.split()
+        if not tokens:
+            continue
         sizes = [len(t.encode()) for t in tokens]
         edges = [0, *itertools.accumulate(sizes)]
         times = [cue.start + (cue.end - cue.start) * e / edges[-1] for e in edges]
@@ -101,14 +104,13 @@ def cue_words(cues: list[Cue]) -> list[dict]:
     return words
 
 
-def json_cues(value: object) -> list[list]:
-    """Validate the `cues` of a sample's JSON: `[[start, end, text], ...]` with `0 ≤ start ≤ end`
-    in seconds; raises `ValueError` naming the first bad item."""
+def json_cues(value: object) -> None:
+    """Validate the `cues` of a sample's JSON: `[[start, end, text], ...]` with finite
+    `0 ≤ start ≤ end` in seconds; raises `ValueError` naming the first bad item."""
     if not isinstance(value, list):
         raise ValueError(f"'cues' must be a list of [start, end, text], got {type(value).__name__}")
     for i, item in enumerate(value):
         ok = isinstance(item, list) and len(item) == 3 and isinstance(item[2], str)
         ok = ok and all(isinstance(t, int | float) and not isinstance(t, bool) for t in item[:2])
-        if not ok or not 0 <= item[0] <= item[1]:
+        if not ok or not 0 <= item[0] <= item[1] < math.inf:
             raise ValueError(f"'cues' item {i}: expected [start, end, text], 0 <= start <= end; got {item!r}")
-    return value
