@@ -46,3 +46,56 @@ def byte_ctc_loss(log_probs: Tensor, cu_seqlens: Tensor, text: Tensor, text_cu: 
         loss = F.ctc_loss(log_probs[lo:hi], target, *lengths, reduction="sum", zero_infinity=True)
         losses.append(loss / max(target.numel(), 1))
     return torch.stack(losses).mean() if losses else log_probs.sum() * 0.0
+
+
+WORD_HASH_SPAN = 32  # byte positions with their own hash table row (longer words wrap around)
+
+
+def word_hash_table(seed: int = 0) -> Tensor:
+    """The fixed random table `[WORD_HASH_SPAN, 256]` (int64) of `word_buckets`: entry (i, b) is the
+    hash contribution of byte b at position i of a word."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 2**40, (WORD_HASH_SPAN, 256), generator=generator, dtype=torch.int64)
+
+
+def word_buckets(text: Tensor, cu_seqlens: Tensor, table: Tensor, buckets: int) -> tuple[Tensor, Tensor]:
+    """Hashed words of byte sequences: text bytes `[S]` (uint8 or int) of sequences `cu_seqlens
+    [B+1]` → each word's bucket in `[0, buckets)` `[W]` and its sequence `[W]`.
+
+    A word is a maximal run of bytes that are neither ASCII whitespace, control nor punctuation
+    (UTF-8 bytes of other scripts belong to words); ASCII letters count lower-case. A word's hash is
+    the sum of `table[i mod WORD_HASH_SPAN, byte_i]` over its bytes, modulo `buckets`.
+    """
+    b = text.long()
+    b = torch.where((b >= 65) & (b <= 90), b + 32, b)
+    ranges = ((33, 47), (58, 64), (91, 96), (123, 127))  # ASCII punctuation and DEL
+    punct = torch.stack([(b >= lo) & (b <= hi) for lo, hi in ranges]).any(0)
+    inside = (b > 32) & ~punct
+    n = b.numel()
+    position = torch.arange(n, device=b.device)
+    first = torch.zeros(n, dtype=torch.bool, device=b.device)
+    offsets = cu_seqlens[:-1].long()
+    first[offsets[offsets < n]] = True
+    previous = torch.cat([inside.new_zeros(1), inside[:-1]]) & ~first
+    starts = inside & ~previous
+    word = starts.long().cumsum(0) - 1
+    start_at = torch.where(starts, position, torch.zeros_like(position)).cummax(0).values
+    sums = torch.zeros(int(starts.sum()), dtype=torch.int64, device=b.device)
+    rows = (position - start_at) % WORD_HASH_SPAN
+    sums.index_add_(0, word[inside], table.to(b.device)[rows[inside], b[inside]])
+    sequence = torch.searchsorted(cu_seqlens.long(), position[starts], right=True) - 1
+    return sums % buckets, sequence
+
+
+def bag_of_words_loss(logits: Tensor, bucket: Tensor, sequence: Tensor) -> Tensor:
+    """Cross-entropy of word logits `[B, V]` against each sequence's bag of words (the uniform
+    distribution over the distinct buckets `[W]` of its words, `sequence [W]`), averaged over the
+    sequences that have words. No timing enters: only which words the transcript holds."""
+    present = torch.zeros_like(logits)
+    present[sequence, bucket] = 1.0
+    counts = present.sum(1)
+    has = counts > 0
+    if not has.any():
+        return logits.sum() * 0.0
+    target = present[has] / counts[has, None]
+    return -(target * logits[has].log_softmax(-1)).sum(-1).mean()

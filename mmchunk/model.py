@@ -25,7 +25,15 @@ from mmchunk.encoders import build_encoder
 from mmchunk.hrm import HRMBackbone
 from mmchunk.kernels import sequence_starts
 from mmchunk.layers import MixerStack, RMSNorm
-from mmchunk.losses import byte_ctc_loss, hardest_negatives, info_nce, matching_loss
+from mmchunk.losses import (
+    bag_of_words_loss,
+    byte_ctc_loss,
+    hardest_negatives,
+    info_nce,
+    matching_loss,
+    word_buckets,
+    word_hash_table,
+)
 from mmchunk.ragged import Ragged
 from mmchunk.ragged_ops import mean_pool, select_rows, take_sequences
 
@@ -61,6 +69,8 @@ class ChunkFusionModel(nn.Module):
     routing_windows: tokens averaged on each side of a candidate boundary per modality (e.g.
     `{"audio": 3}`; default 1, H-Net's single-token comparison); ctc_weight > 0 adds a byte CTC
     loss of the dechunked audio tokens against the paired transcript (`byte_ctc_loss`: no timings);
+    word_weight > 0 adds a bag-of-words loss: the pooled audio chunks predict which of `word_buckets`
+    hashed words the paired transcript holds (`bag_of_words_loss`: no timings, no word order);
     chunking=False runs the same network on every encoder token (the fixed-rate baseline).
     """
 
@@ -87,6 +97,8 @@ class ChunkFusionModel(nn.Module):
         ratio_per_sequence: bool = True,
         routing_windows: Mapping[str, int] | None = None,
         ctc_weight: float = 0.0,
+        word_weight: float = 0.0,
+        word_buckets: int = 4096,
     ) -> None:
         super().__init__()
         self.ratio_per_sequence = ratio_per_sequence
@@ -124,6 +136,11 @@ class ChunkFusionModel(nn.Module):
         self.match_head = nn.Sequential(RMSNorm(dim), nn.Linear(dim, 1))
         # byte CTC of the dechunked audio tokens against the paired transcript (blank + 256 bytes)
         self.ctc_head = nn.Sequential(RMSNorm(dim), nn.Linear(dim, 257)) if ctc_weight > 0 else None
+        # hashed bag of words of the paired transcript, predicted from the pooled audio chunks
+        self.word_head = None
+        if word_weight > 0:
+            self.word_head = nn.Sequential(RMSNorm(dim), nn.Linear(dim, word_buckets))
+        self.register_buffer("word_table", word_hash_table(), persistent=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.weights = {
             "ratio": ratio_weight,
@@ -131,6 +148,7 @@ class ChunkFusionModel(nn.Module):
             "match": match_weight,
             "moe": moe_weight,
             "ctc": ctc_weight,
+            "words": word_weight,
         }
 
     @property
@@ -215,6 +233,11 @@ class ChunkFusionModel(nn.Module):
         emb = self.embed(chunks)
         batch = emb["audio"].shape[0]
         losses["contrastive"] = info_nce(emb["audio"], emb["text"], self.logit_scale)
+        if self.word_head is not None:
+            logits = self.word_head(mean_pool(chunks["audio"]))
+            text = inputs["text"]
+            bucket, sequence = word_buckets(text.values, text.cu_seqlens, self.word_table, logits.shape[1])
+            losses["words"] = bag_of_words_loss(logits, bucket, sequence)
         total = losses["contrastive"]
         if batch >= 2:
             negatives = hardest_negatives(emb["audio"] @ emb["text"].T)
@@ -228,7 +251,7 @@ class ChunkFusionModel(nn.Module):
             total = total + self.weights["match"] * losses["match"]
         for name, value in list(losses.items()):
             kind = name.split("_")[0]
-            if kind in ("ratio", "predict", "moe", "ctc"):
+            if kind in ("ratio", "predict", "moe", "ctc", "words"):
                 total = total + self.weights[kind] * value
         losses["total"] = total
         return FusionOutput(emb["audio"], emb["text"], routing, losses)

@@ -21,7 +21,15 @@ from mmchunk.encoders import (
     stack_context,
 )
 from mmchunk.layers import Attention, GatedRecurrence, rotary
-from mmchunk.losses import byte_ctc_loss, hardest_negatives, info_nce
+from mmchunk.losses import (
+    WORD_HASH_SPAN,
+    bag_of_words_loss,
+    byte_ctc_loss,
+    hardest_negatives,
+    info_nce,
+    word_buckets,
+    word_hash_table,
+)
 from mmchunk.metrics import retrieval_metrics
 from mmchunk.model import ChunkFusionModel
 from mmchunk.ragged_ops import mean_pool, select_rows, take_sequences
@@ -306,6 +314,41 @@ def test_byte_ctc_loss_matches_the_padded_library_call():
     assert impossible.item() == 0.0  # one frame cannot emit eight bytes: zero_infinity
 
 
+def test_word_buckets_and_bag_of_words_loss_match_a_per_sequence_reference():
+    """Hashed words of packed transcripts equal a per-sequence regex split (ASCII case folded,
+    punctuation splits, UTF-8 bytes stay in words, words longer than the table wrap around), and
+    the loss equals a hand loop of soft-target cross-entropy; empty and word-less sequences drop out."""
+    import re
+
+    table, buckets = word_hash_table(), 97
+    long_word = b"a" * (WORD_HASH_SPAN + 5)
+    texts = [b"The red, star  MOVES up!", b"", b"...", b"caf\xc3\xa9 x", long_word, b"red red"]
+    text = torch.tensor([b for t in texts for b in t], dtype=torch.uint8)
+    cu = cu_from_lengths([len(t) for t in texts])
+    got_bucket, got_seq = word_buckets(text, cu, table, buckets)
+    want_bucket, want_seq = [], []
+    for i, t in enumerate(texts):
+        for word in re.findall(rb"[^\x00-\x20!-/:-@\[-`{-\x7f]+", t.lower()):
+            want_bucket.append(sum(int(table[j % WORD_HASH_SPAN, c]) for j, c in enumerate(word)) % buckets)
+            want_seq.append(i)
+    assert got_bucket.tolist() == want_bucket and got_seq.tolist() == want_seq
+    assert want_seq == [0, 0, 0, 0, 0, 3, 3, 4, 5, 5]
+    assert word_buckets(text[:0], cu_from_lengths([0, 0]), table, buckets)[0].numel() == 0
+
+    torch.manual_seed(0)
+    logits = torch.randn(len(texts), buckets, requires_grad=True)
+    got = bag_of_words_loss(logits, got_bucket, got_seq)
+    terms = []
+    for i in range(len(texts)):
+        bag = {b for b, s in zip(want_bucket, want_seq) if s == i}
+        if bag:
+            terms.append(-sum(logits[i].log_softmax(-1)[b] for b in bag) / len(bag))
+    torch.testing.assert_close(got, torch.stack(terms).mean())
+    got.backward()
+    assert logits.grad[1].abs().sum() == 0 and logits.grad[2].abs().sum() == 0  # no words: no gradient
+    assert bag_of_words_loss(logits, got_bucket[:0], got_seq[:0]).item() == 0.0
+
+
 def tiny_batch():
     torch.manual_seed(0)
     audio = Ragged.from_list([0.1 * torch.randn(n) for n in (4000, 2400, 3000)])
@@ -372,6 +415,24 @@ def test_ctc_weight_adds_a_byte_ctc_loss_that_trains_the_hierarchy():
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
     assert ChunkFusionModel(dim=32, embed_dim=16, encoders=small).ctc_head is None
+
+
+def test_word_weight_adds_a_bag_of_words_loss_that_trains_the_audio_tower():
+    torch.manual_seed(0)
+    small = {m: {"depth": 1} for m in ("audio", "text")}
+    model = ChunkFusionModel(dim=32, embed_dim=16, main_depth=1, heads=2, encoders=small, word_weight=0.5)
+    batch = tiny_batch()
+    out = model({"audio": batch["audio"], "text": batch["text"]})
+    assert torch.isfinite(out.losses["words"]) and out.losses["words"] > 0
+    weights = {"contrastive": 1.0, "match": 0.5, "words": 0.5, "ratio": 0.03, "predict": 0.1}
+    want = sum(weights[k.split("_")[0]] * v for k, v in out.losses.items() if k != "total")
+    torch.testing.assert_close(out.loss, want)
+    out.losses["words"].backward()
+    for name in ("word_head.1.weight", "main.inner.0.mixer.qkv.weight", "encoders.audio.proj.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    assert dict(model.named_parameters())["encoders.text.embed.weight"].grad is None  # audio only
+    assert ChunkFusionModel(dim=32, embed_dim=16, encoders=small).word_head is None
 
 
 def test_two_stage_model_adds_second_routing_and_trains_it():

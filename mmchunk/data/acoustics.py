@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import scipy.fft
 import scipy.signal
 import torch
 import torchaudio.functional as AF
@@ -38,10 +39,11 @@ def coloured_noise(n: int, colour: str, rng: np.random.Generator) -> np.ndarray:
     if n == 0:
         return np.zeros(0, np.float32)
     beta = COLOUR_EXPONENTS[colour]
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n)
+    size = scipy.fft.next_fast_len(n, real=True)  # shaped at a fast FFT length, then cut to n
+    spectrum = scipy.fft.rfft(rng.standard_normal(size))
+    freqs = np.fft.rfftfreq(size)
     spectrum[0], freqs[0] = 0.0, 1.0  # no DC offset
-    return unit_rms(np.fft.irfft(spectrum / freqs ** (beta / 2), n))
+    return unit_rms(scipy.fft.irfft(spectrum / freqs ** (beta / 2), size)[:n])
 
 
 def hum(n: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:

@@ -130,6 +130,12 @@ def synth_sample(
     return key, members
 
 
+def _one_thread() -> None:
+    """Worker set-up: one intra-op thread per synthesis process (the processes are the parallelism;
+    nested thread pools on top of them oversubscribe the cores)."""
+    torch.set_num_threads(1)
+
+
 def _synth_job(job: tuple[int, int, bool, bool]) -> tuple[str, dict[str, bytes]]:
     return synth_sample(*job)
 
@@ -167,7 +173,7 @@ def synth_corpus(
     workers = workers or min(2, multiprocessing.cpu_count())
     jobs = [(seed, i, video, realistic) for i in range(num)]
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers) if workers > 1 else _InProcess() as pool:
+    with ctx.Pool(workers, initializer=_one_thread) if workers > 1 else _InProcess() as pool:
         results = pool.imap(_synth_job, jobs, chunksize=4)
         for index, (key, members) in enumerate(
             tqdm(results, total=num, desc="synth", unit="sample", disable=not progress)
