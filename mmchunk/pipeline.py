@@ -34,12 +34,16 @@ SUMMARY_KEYS = (
 )  # fmt: skip
 
 
-def vad_baselines() -> dict[str, Callable[[torch.Tensor, int], list[float]]]:
-    """The heuristic audio boundary baselines by name: edges of the energy VAD's and Silero VAD's
-    speech/non-speech decisions."""
-    from mmchunk.vad import silero_vad_boundaries
+def vad_baselines() -> dict[str, Callable[[list[torch.Tensor], int], list[list[float]]]]:
+    """The heuristic audio boundary baselines by name, each mapping waveforms `[N_i]` to their
+    boundaries: edges of the energy VAD's and Silero VAD's speech/non-speech decisions (Silero runs
+    on all the waveforms as one batch)."""
+    from mmchunk.vad import silero_vad_boundaries_batch
 
-    return {"energy": energy_vad_boundaries, "silero": silero_vad_boundaries}
+    def energy(waves: list[torch.Tensor], sample_rate: int) -> list[list[float]]:
+        return [energy_vad_boundaries(wave, sample_rate) for wave in waves]
+
+    return {"energy": energy, "silero": silero_vad_boundaries_batch}
 
 
 def evaluate(
@@ -69,9 +73,11 @@ def evaluate(
             acc.update(out.audio_embedding, out.text_embedding, out.routing, batch.meta)
             audio_starts = out.routing["audio"].chunks.t_start
             chunk_cu = out.routing["audio"].chunks.cu_seqlens.tolist()
-            for i, (wave, meta) in enumerate(zip(batch.audio.split(), batch.meta)):
-                for name, fn in vads.items():
-                    predicted[name] += [t + offset for t in fn(wave, config.sample_rate)]
+            waves = batch.audio.split()
+            found = {name: fn(waves, config.sample_rate) for name, fn in vads.items()}
+            for i, (wave, meta) in enumerate(zip(waves, batch.meta)):
+                for name in vads:
+                    predicted[name] += [t + offset for t in found[name][i]]
                 reference += [w["start"] + offset for w in meta.get("words", [])]
                 offset += meta["duration"] + 10.0
                 if len(examples) < 3:

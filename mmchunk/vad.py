@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import warnings
 
@@ -27,15 +28,82 @@ def _silero_model() -> torch.jit.ScriptModule:
         return load_silero_vad()
 
 
-def silero_speech_spans(
-    wave: Tensor,
+class _Replay:
+    """Silero's model as `get_speech_timestamps` calls it, answering with probabilities computed
+    beforehand (so that many waveforms run through the model as one batch, and silero's own
+    post-processing still makes the spans)."""
+
+    def __init__(self, probs: list[float]) -> None:
+        self._probs = iter(probs)
+
+    def reset_states(self) -> None:
+        return None
+
+    def __call__(self, chunk: Tensor, sampling_rate: int) -> Tensor:
+        return torch.tensor(next(self._probs))
+
+
+def silero_speech_probs(waves: list[Tensor], rate: int) -> list[list[float]]:
+    """Silero's speech probability of every frame (512 samples at 16 kHz, 256 at 8 kHz; the last one
+    zero-padded) of each waveform `[N_i]` at `rate` (8 or 16 kHz). The waveforms run side by side as
+    one batch (the model keeps one recurrent state per row, reset first), zero-padded at their
+    ends, which no earlier frame sees."""
+    window = 512 if rate == 16000 else 256
+    counts = [math.ceil(w.numel() / window) for w in waves]
+    if not waves or max(counts) == 0:
+        return [[] for _ in waves]
+    batch = torch.zeros(len(waves), max(counts) * window)
+    for row, wave in zip(batch, waves):
+        row[: wave.numel()] = wave
+    model = _silero_model()
+    with _lock, torch.no_grad():
+        model.reset_states()
+        frames = [model(batch[:, i : i + window], rate) for i in range(0, batch.shape[1], window)]
+    probs = torch.cat(frames, 1)
+    return [probs[i, :n].tolist() for i, n in enumerate(counts)]
+
+
+def silero_speech_spans_batch(
+    waves: list[Tensor],
     sample_rate: int,
     *,
     threshold: float = 0.5,
     min_speech_duration_ms: int = 250,
     min_silence_duration_ms: int = 50,
     speech_pad_ms: int = 0,
-) -> list[list[float]]:
+) -> list[list[list[float]]]:
+    """`silero_speech_spans` of each mono waveform `[N_i]` at `sample_rate`, the model running on all
+    of them as one batch (`silero_speech_probs`); the same keywords."""
+    from silero_vad import get_speech_timestamps
+
+    for wave in waves:
+        if wave.dim() != 1:
+            raise ValueError(f"silero_speech_spans expects mono waveforms [N], got shape {tuple(wave.shape)}")
+    rate = sample_rate if sample_rate in SILERO_RATES else 16000
+    durations = [w.numel() / sample_rate for w in waves]
+    run = [i for i, d in enumerate(durations) if d >= 0.032]  # shorter: not one frame of the model
+    ready = {i: waves[i].detach().to("cpu", torch.float32) for i in run}
+    if rate != sample_rate:
+        ready = {i: torchaudio.functional.resample(w, sample_rate, rate) for i, w in ready.items()}
+    probs = dict(zip(run, silero_speech_probs(list(ready.values()), rate)))
+    spans: list[list[list[float]]] = []
+    for i, duration in enumerate(durations):
+        if i not in probs:
+            spans.append([])
+            continue
+        wave = ready[i]
+        stamps = get_speech_timestamps(
+            wave, _Replay(probs[i]), threshold=threshold, sampling_rate=rate,
+            min_speech_duration_ms=min_speech_duration_ms,
+            min_silence_duration_ms=min_silence_duration_ms, speech_pad_ms=speech_pad_ms,
+        )  # fmt: skip
+        n = wave.numel()
+        end = [duration if s["end"] >= n else min(s["end"] / rate, duration) for s in stamps]
+        spans.append([[min(s["start"] / rate, duration), e] for s, e in zip(stamps, end)])
+    return spans
+
+
+def silero_speech_spans(wave: Tensor, sample_rate: int, **kwargs: float) -> list[list[float]]:
     """Speech `[start, end]` spans (s, ascending, disjoint) of a mono waveform `[N]` at `sample_rate`.
 
     Runs silero-vad's `get_speech_timestamps` on 32 ms frames (512 samples at 16 kHz, 256 at 8 kHz);
@@ -56,39 +124,23 @@ def silero_speech_spans(
         into the pause, away from where speech starts or stops (a boundary scorer wants the edge),
         and on top of the ~100 ms lag of the ends it pushes them out of a 50 ms tolerance.
     """
-    if wave.dim() != 1:
-        raise ValueError(f"silero_speech_spans expects a mono waveform [N], got shape {tuple(wave.shape)}")
-    duration = wave.numel() / sample_rate
-    if duration < 0.032:  # not one frame of the model
-        return []
-    wave = wave.detach().to("cpu", torch.float32)
-    rate = sample_rate
-    if rate not in SILERO_RATES:
-        wave = torchaudio.functional.resample(wave, rate, 16000)
-        rate = 16000
-    from silero_vad import get_speech_timestamps
+    return silero_speech_spans_batch([wave], sample_rate, **kwargs)[0]
 
-    with _lock, torch.no_grad():
-        stamps = get_speech_timestamps(
-            wave,
-            _silero_model(),
-            threshold=threshold,
-            sampling_rate=rate,
-            min_speech_duration_ms=min_speech_duration_ms,
-            min_silence_duration_ms=min_silence_duration_ms,
-            speech_pad_ms=speech_pad_ms,
-        )
-    n = wave.numel()
-    return [
-        [min(s["start"] / rate, duration), duration if s["end"] >= n else min(s["end"] / rate, duration)]
-        for s in stamps
-    ]
+
+def _edges(spans: list[list[float]], duration: float) -> list[float]:
+    """Span edges rounded to 4 decimals, sorted, unique, strictly inside (0, duration)."""
+    edges = [round(t, 4) for span in spans for t in span]
+    return sorted({t for t in edges if 0.0 < t < duration})
 
 
 def silero_vad_boundaries(wave: Tensor, sample_rate: int, **kwargs: float) -> list[float]:
     """Heuristic baseline for audio: boundaries (s) at the edges of Silero VAD's speech spans of a
     mono waveform `[N]`, rounded to 4 decimals, sorted, unique, strictly inside (0, duration): the
     convention of `mmchunk.evaluation.energy_vad_boundaries`. `kwargs` go to `silero_speech_spans`."""
-    duration = wave.numel() / sample_rate
-    edges = [t for span in silero_speech_spans(wave, sample_rate, **kwargs) for t in span]
-    return sorted({round(t, 4) for t in edges if 0.0 < round(t, 4) < duration})
+    return _edges(silero_speech_spans(wave, sample_rate, **kwargs), wave.numel() / sample_rate)
+
+
+def silero_vad_boundaries_batch(waves: list[Tensor], sample_rate: int, **kwargs: float) -> list[list[float]]:
+    """`silero_vad_boundaries` of each waveform `[N_i]`, the model running on all of them as one batch."""
+    spans = silero_speech_spans_batch(waves, sample_rate, **kwargs)
+    return [_edges(s, w.numel() / sample_rate) for s, w in zip(spans, waves)]

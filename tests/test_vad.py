@@ -10,7 +10,13 @@ import torch
 import torchaudio
 
 from mmchunk.data.espeak import Espeak
-from mmchunk.vad import silero_speech_spans, silero_vad_boundaries
+from mmchunk.vad import (
+    _silero_model,
+    silero_speech_spans,
+    silero_speech_spans_batch,
+    silero_vad_boundaries,
+    silero_vad_boundaries_batch,
+)
 
 RATE = 16_000
 LEAD, PAUSE, TRAIL = 0.5, 0.6, 0.5
@@ -94,3 +100,28 @@ def test_speech_to_the_end_has_no_boundary_there(two_phrases):
     spans = silero_speech_spans(cut, 44_100)
     assert spans[-1][1] == duration
     assert all(t < duration - 0.2 for t in silero_vad_boundaries(cut, 44_100))
+
+
+def test_batched_spans_equal_silero_run_on_each_waveform(two_phrases):
+    """Many waveforms through the model as one batch give the spans that silero's own
+    get_speech_timestamps gives with its model on each waveform alone (uneven lengths, a waveform
+    shorter than a frame, an empty one), at 16 kHz and at a resampled rate."""
+    from silero_vad import get_speech_timestamps
+
+    wave, _ = two_phrases
+    waves = [wave, wave[: RATE + 123], torch.zeros(100), wave[RATE // 2 :], torch.zeros(0)]
+    batched = silero_speech_spans_batch(waves, RATE)
+    for one, spans in zip(waves, batched):
+        if one.numel() < 512:
+            assert spans == []
+            continue
+        stamps = get_speech_timestamps(one, _silero_model(), min_silence_duration_ms=50, speech_pad_ms=0)
+        duration = one.numel() / RATE
+        want = [[s["start"] / RATE, duration if s["end"] >= one.numel() else s["end"] / RATE] for s in stamps]
+        flat = [t for span in want for t in span]
+        assert [t for span in spans for t in span] == pytest.approx(flat, abs=1e-9)
+        assert silero_speech_spans(one, RATE) == spans
+    assert len(batched[0]) == 2
+    resampled = [torchaudio.functional.resample(w, RATE, 22_050) for w in waves[:2]]
+    one_by_one = [silero_vad_boundaries(w, 22_050) for w in resampled]
+    assert silero_vad_boundaries_batch(resampled, 22_050) == one_by_one
