@@ -1,6 +1,6 @@
 """Per-modality encoders (text bytes, audio samples, video frames) producing Ragged features."""
 
-from .audio import AudioSamples, frame_waveforms, spec_augment, stack_context
+from .audio import AudioSamples, frame_waveforms, stack_context
 from .base import REGISTRY, ModalityEncoder, build_encoder, register
 from .text import TextBytes
 from .video import VideoFrames
@@ -14,6 +14,5 @@ __all__ = [
     "build_encoder",
     "frame_waveforms",
     "register",
-    "spec_augment",
     "stack_context",
 ]

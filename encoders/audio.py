@@ -60,29 +60,6 @@ def stack_context(feats: Tensor, frame_cu: Tensor, index: Tensor, context: int) 
     return rearrange(feats[rows], "f k c -> f (k c)")
 
 
-def spec_augment(
-    feats: Tensor, frame_cu: Tensor, index: Tensor, freq_width: int, time_width: int, masks: int = 2
-) -> Tensor:
-    """SpecAugment (Park et al., 2019) on packed frame features `[F, C]` of the recordings `frame_cu
-    [B+1]` (each frame's `index [F]` within its recording): per recording, `masks` bands of up to
-    `freq_width` channels and `masks` spans of up to `time_width` frames are set to 0, each width and
-    place drawn uniformly from torch's generator. Returns `[F, C]`."""
-    lengths = seq_lengths(frame_cu).long()
-    count, channels = len(lengths), feats.shape[1]
-    keep = torch.ones_like(feats, dtype=torch.bool)
-    band_of = torch.arange(channels, device=feats.device)
-    for _ in range(masks):
-        width = torch.randint(0, freq_width + 1, (count,), device=feats.device)
-        low = (torch.rand(count, device=feats.device) * (channels - width + 1)).long()
-        band = (band_of >= low[:, None]) & (band_of < (low + width)[:, None])
-        keep &= ~per_sequence(band, lengths)
-        span = torch.minimum(torch.randint(0, time_width + 1, (count,), device=feats.device), lengths)
-        start = (torch.rand(count, device=feats.device) * (lengths - span + 1)).long()
-        inside = (index >= per_sequence(start, lengths)) & (index < per_sequence(start + span, lengths))
-        keep &= ~inside[:, None]
-    return feats * keep
-
-
 @register
 class AudioSamples(ModalityEncoder):
     """Waveform encoder at 50 Hz: 20 ms frames through log-mel features (or a strided conv stem),
@@ -93,8 +70,7 @@ class AudioSamples(ModalityEncoder):
     logmel options: `window_ms` widens each frame's analysis window beyond the 20 ms hop (centred);
     `band_mean` takes out each band's mean over the recording (cepstral mean normalisation: the
     channel's colour) instead of one level per recording; `context` stacks the log-mels of that many
-    neighbouring frames on each side before the projection (a kernel-(2·context+1) convolution);
-    `freq_mask` / `time_mask` > 0 apply `spec_augment` to the normalised log-mels while training.
+    neighbouring frames on each side before the projection (a kernel-(2·context+1) convolution).
     """
 
     modality = "audio"
@@ -112,8 +88,6 @@ class AudioSamples(ModalityEncoder):
         band_mean: bool = False,
         window_ms: float | None = None,
         context: int = 0,
-        freq_mask: int = 0,
-        time_mask: int = 0,
     ) -> None:
         super().__init__(dim)
         if stem not in STEMS:
@@ -121,7 +95,7 @@ class AudioSamples(ModalityEncoder):
         self.stem_kind, self.sample_rate, self.band_mean = stem, sample_rate, band_mean
         self.hop = round(sample_rate * frame_ms / 1000)
         self.width = round(sample_rate * (window_ms or frame_ms) / 1000) if stem == "logmel" else self.hop
-        self.context, self.freq_mask, self.time_mask = context, freq_mask, time_mask
+        self.context = context
         self.native_rate_hz = sample_rate / self.hop
         if stem == "conv":
             self.stem = nn.Sequential(
@@ -164,8 +138,6 @@ class AudioSamples(ModalityEncoder):
         logmel = torch.log(mel + per_sequence(floor, lengths))
         level = segment_reduce(logmel if self.band_mean else logmel.mean(1, keepdim=True), frame_cu, "mean")
         feats = (logmel - per_sequence(level, lengths)) / 4.0
-        if self.training and (self.freq_mask or self.time_mask):
-            feats = spec_augment(feats, frame_cu, index, self.freq_mask, self.time_mask)
         return self.proj(stack_context(feats, frame_cu, index, self.context))
 
     def forward(self, x: Ragged) -> Ragged:

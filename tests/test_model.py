@@ -18,7 +18,6 @@ from mmchunk.encoders import (
     VideoFrames,
     build_encoder,
     frame_waveforms,
-    spec_augment,
     stack_context,
 )
 from mmchunk.layers import Attention, GatedRecurrence, rotary
@@ -136,39 +135,6 @@ def test_stack_context_takes_neighbours_within_each_sequence(context):
             want.append(feats[rows].reshape(-1))
     assert out.shape == (sum(lengths), 3 * (2 * context + 1))
     torch.testing.assert_close(out, torch.stack(want))
-
-
-def test_spec_augment_masks_bands_and_spans_within_each_recording():
-    """Per recording at most `masks` channel bands of ≤ freq_width and `masks` frame spans of
-    ≤ time_width are zeroed; nothing else changes, a mask never crosses into another recording, the
-    same seed gives the same masks, and an encoder in eval mode applies none."""
-    lengths = [40, 0, 1, 17, 60]
-    cu = cu_from_lengths(lengths)
-    index = torch.cat([torch.arange(n) for n in lengths])
-    feats = torch.randn(sum(lengths), 11) + 5.0  # no feature is 0 before masking
-    torch.manual_seed(3)
-    out = spec_augment(feats, cu, index, freq_width=3, time_width=5, masks=2)
-    torch.manual_seed(3)
-    assert torch.equal(out, spec_augment(feats, cu, index, freq_width=3, time_width=5, masks=2))
-    masked = out == 0
-    assert torch.equal(out[~masked], feats[~masked])
-    for piece in masked.split(lengths):
-        if not len(piece):
-            continue
-        rows = piece.all(1)  # whole masked frames, then whole masked channels among the others
-        cols = piece[~rows].all(0) if not rows.all() else torch.zeros(piece.shape[1], dtype=torch.bool)
-        assert torch.equal(piece, rows[:, None] | cols[None, :])
-        for flags, width in ((rows, 5), (cols, 3)):
-            runs = [len(r) for r in "".join("x" if f else "." for f in flags.tolist()).split(".") if r]
-            assert sum(runs) <= 2 * width and len(runs) <= 2
-    assert masked.any()
-    enc = AudioSamples(16, depth=1, freq_mask=8, time_mask=5).eval()
-    x = Ragged.from_list([torch.randn(4000), torch.randn(1200)])
-    frames, frame_cu, idx = frame_waveforms(x, enc.hop, enc.width)
-    plain = AudioSamples(16, depth=1).eval()
-    plain.load_state_dict(enc.state_dict())
-    torch.testing.assert_close(enc.features(frames, frame_cu, idx), plain.features(frames, frame_cu, idx))
-    assert not torch.equal(enc.train().features(frames, frame_cu, idx), plain.features(frames, frame_cu, idx))
 
 
 STEMS = {  # the plain stems, a 20 ms one with context, and the demo recipe's (25 Hz, CMN, ±1 frame)
