@@ -83,7 +83,7 @@ def varlen_attention_bucketed(
         o = F.scaled_dot_product_attention(
             qs, ks, vs, attn_mask=mask, is_causal=causal and window is None, scale=scale
         )
-        out = out.index_put((rows.flatten(),), rearrange(o, "n h l d -> (n l) h d"))
+        out = out.index_put((rows.flatten(),), rearrange(o.to(dtype), "n h l d -> (n l) h d"))
     return out.to(q.dtype)
 
 

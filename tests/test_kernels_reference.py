@@ -250,6 +250,19 @@ def test_bucketed_attention_equals_the_reference_with_repeated_lengths(causal, w
         torch.testing.assert_close(a, b)
 
 
+def test_bucketed_attention_under_cpu_autocast():
+    """`precision: bf16-mixed` on a CPU: SDPA returns bf16 inside autocast, the scatter still works
+    and agrees with the fp32 reference to bf16 precision."""
+    from mmchunk.kernels.varlen_attention import varlen_attention_bucketed, varlen_attention_torch
+
+    cu = cu_from_lengths([3, 0, 5, 3, 1])
+    q, k, v = (torch.randn(12, 2, 8) for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = varlen_attention_bucketed(q, k, v, cu, causal=True)
+    assert got.dtype == q.dtype
+    torch.testing.assert_close(got, varlen_attention_torch(q, k, v, cu, True), atol=3e-2, rtol=3e-2)
+
+
 def test_varlen_attention_never_spans_sequences(monkeypatch):
     import torch.nn.functional as F
 
