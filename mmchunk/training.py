@@ -123,7 +123,9 @@ class ShardDataModule(L.LightningDataModule):
     train / val: shard patterns; resampled: draw training shards with replacement and stop each
     epoch after `epoch_batches` batches (multi-GPU: every rank the same count); the remaining
     arguments fill `DataConfig` (`cache`: keep decoded samples in memory, with `num_workers: 0`;
-    `augment`: training-time audio augmentation, `AugmentConfig`, never applied to validation).
+    `augment`: training-time audio augmentation, `AugmentConfig`, never applied to validation);
+    prefetch: training batches a background thread makes ahead while the model trains (with
+    `num_workers: 0`; the same batches in the same order).
     The training loader resumes exactly: it takes its epoch and the batches to skip from the
     trainer's loop progress, which checkpoints restore.
     """
@@ -144,6 +146,7 @@ class ShardDataModule(L.LightningDataModule):
         seed: int = 0,
         cache: bool = False,
         augment: AugmentConfig | None = None,
+        prefetch: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["augment"])  # checkpoints hold plain values only
@@ -164,6 +167,7 @@ class ShardDataModule(L.LightningDataModule):
         return make_loader(
             h.train, self.config(train=True), num_workers=h.num_workers, resampled=h.resampled,
             epoch_batches=h.epoch_batches, shuffle_shards=True, position=self._train_position,
+            prefetch=h.prefetch,
         )  # fmt: skip
 
     def _train_position(self) -> tuple[int, int]:

@@ -354,3 +354,46 @@ def test_model_inputs_never_read_the_true_timings(corpus, tmp_path):
         for name in ("audio_embedding", "text_embedding"):
             assert torch.equal(getattr(out_true, name), getattr(out_corrupt, name)), name
         assert torch.equal(out_true.loss, out_corrupt.loss)
+
+
+def test_prefetched_keeps_order_raises_and_stops():
+    import threading
+
+    from mmchunk.data.epochs import prefetched
+
+    assert list(prefetched(iter(range(50)), 1)) == list(range(50))
+    assert list(prefetched(iter([]), 3)) == []
+
+    def failing():
+        yield 1
+        raise ValueError("bad shard x.tar")
+
+    got = prefetched(failing(), 2)
+    assert next(got) == 1
+    with pytest.raises(ValueError, match="bad shard"):
+        next(got)
+
+    produced = []
+
+    def endless():
+        while True:
+            produced.append(len(produced))
+            yield produced[-1]
+
+    early = prefetched(endless(), 2)
+    assert [next(early) for _ in range(3)] == [0, 1, 2]
+    early.close()
+    assert not any(t.name == "mmchunk-prefetch" for t in threading.enumerate())
+    assert len(produced) <= 3 + 2 + 1  # at most the buffer and one item in hand beyond what was taken
+
+
+def test_prefetching_loader_gives_the_same_batches(tmp_path):
+    synth_corpus(tmp_path, 6, seed=4, val_fraction=0.0, shard_size=2, workers=1, progress=False)
+    config = DataConfig(max_samples=2, shuffle_buffer=4, cache=True)
+    for epoch in range(2):
+        keys = [
+            [b.keys for b in make_loader(tmp_path / "train", config, shuffle_shards=True, prefetch=p,
+                                         position=lambda e=epoch: (e, 1))]
+            for p in (0, 2)
+        ]  # fmt: skip
+        assert keys[0] == keys[1] and len(keys[0]) == 2

@@ -69,13 +69,16 @@ def _tiny_fit(data: Path, run: Path, steps: int, *extra: str):
 
 def test_resume_mid_epoch_is_exact(tmp_path, monkeypatch):
     """5 steps straight == 2 steps, stop, resume from last.ckpt to 5 (3 batches per epoch: the stop
-    is mid-epoch and the resumed run crosses into the next, reshuffled, epoch)."""
+    is mid-epoch and the resumed run crosses into the next, reshuffled, epoch). The stopped and
+    resumed runs prefetch their batches in a thread: the same batches as the straight run's."""
     data = tmp_path / "data"
     synth_corpus(data, 8, video=True, seed=2, val_fraction=0.25, shard_size=3, workers=1, progress=False)
     straight = _tiny_fit(data, tmp_path / "a", 5).lightning_module.state_dict()
-    _tiny_fit(data, tmp_path / "b", 2, "--data.cache", "true")
+    _tiny_fit(data, tmp_path / "b", 2, "--data.cache", "true", "--data.prefetch", "2")
     last = next((tmp_path / "b").glob("logs/version_*/checkpoints/last.ckpt"))
-    resumed = _tiny_fit(data, tmp_path / "b", 5, "--data.cache", "true", "--ckpt_path", str(last))
+    resumed = _tiny_fit(
+        data, tmp_path / "b", 5, "--data.cache", "true", "--data.prefetch", "2", "--ckpt_path", str(last)
+    )
     assert resumed.global_step == 5
     assert resumed.datamodule.augment is not None and resumed.datamodule.augment.p_noise > 0  # the recipe's
     got = resumed.lightning_module.state_dict()

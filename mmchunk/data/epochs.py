@@ -8,12 +8,17 @@ epoch `e` after `n` trained batches, it replays epoch `e` and drops its first `n
 
 from __future__ import annotations
 
+import queue
 import random
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from webdataset.utils import pytorch_worker_info
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -67,6 +72,10 @@ class ResumableLoader(torch.utils.data.DataLoader):
     `position()` → (epoch, batches already trained in it), e.g. read from Lightning's loop
     progress, which a checkpoint restores: each iteration seeds the pipeline with that epoch and
     skips those batches. Without `position`, iteration `k` is epoch `k`.
+
+    `prefetch` > 0 with `num_workers=0`: a background thread of this process makes up to `prefetch`
+    batches ahead (`prefetched`), so decoding and augmentation overlap the training step while the
+    decoded-sample cache stays in this process. The batches are the same, in the same order.
     """
 
     def __init__(
@@ -74,19 +83,68 @@ class ResumableLoader(torch.utils.data.DataLoader):
         dataset: torch.utils.data.IterableDataset,
         num_workers: int = 0,
         position: Callable[[], tuple[int, int]] | None = None,
+        prefetch: int = 0,
     ) -> None:
         super().__init__(dataset, batch_size=None, num_workers=num_workers)
         self.position = position
+        self.prefetch = prefetch
         self.iterations = 0
 
     def __iter__(self) -> Iterator:
         epoch, skip = self.position() if self.position is not None else (self.iterations, 0)
         self.iterations += 1
         self.dataset.epoch_seed.epoch = epoch  # set before the workers copy the pipeline
-        return self._skipping(super().__iter__(), skip)
+        batches = self._skipping(super().__iter__(), skip)
+        return prefetched(batches, self.prefetch) if self.prefetch and not self.num_workers else batches
 
     @staticmethod
     def _skipping(batches: Iterator, skip: int) -> Iterator:
         for index, batch in enumerate(batches):
             if index >= skip:
                 yield batch
+
+
+@dataclass
+class _Failure:
+    """An exception of the producer thread, carried to the consumer."""
+
+    error: BaseException
+
+
+_END = object()
+
+
+def prefetched(items: Iterator[T], size: int) -> Iterator[T]:
+    """`items` in the same order, made up to `size` ahead by a daemon thread; the producer's
+    exceptions are raised here, and the thread stops when this generator is closed early."""
+    buffer: queue.Queue = queue.Queue(size)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as error:  # re-raised in the consumer
+            put(_Failure(error))
+
+    thread = threading.Thread(target=produce, name="mmchunk-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (item := buffer.get()) is not _END:
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()

@@ -382,8 +382,9 @@ def make_loader(
     *,
     num_workers: int = 0,
     position: Callable[[], tuple[int, int]] | None = None,
+    prefetch: int = 0,
     **kwargs,
 ) -> ResumableLoader:
     """A `ResumableLoader` over `make_dataset(shards, config, **kwargs)` (batching happens in the
-    pipeline); `position` as in `ResumableLoader`."""
-    return ResumableLoader(make_dataset(shards, config, **kwargs), num_workers, position)
+    pipeline); `position` and `prefetch` as in `ResumableLoader`."""
+    return ResumableLoader(make_dataset(shards, config, **kwargs), num_workers, position, prefetch)
