@@ -110,6 +110,10 @@ class DynamicChunker(nn.Module):
     the next `w` tokens (from t on) with the mean of the `w` tokens before t instead of single
     tokens: a change-point test whose noise shrinks with `w` while a lasting change keeps its full
     contrast, so a noise floor does not open chunks (audio: 3 frames = 60 ms each side).
+    `routing_center` (one flag per modality id) subtracts each sequence's mean token from the routing
+    input of that modality: a component shared by the whole clip (a video's static background) no
+    longer holds the cosine near 1, where it has no gradient, while identical tokens stay identical
+    (not causal: the mean spans the whole sequence).
     """
 
     def __init__(
@@ -121,6 +125,7 @@ class DynamicChunker(nn.Module):
         tied_routing: bool = False,
         every_token: bool = False,
         routing_windows: Sequence[int] | None = None,
+        routing_center: Sequence[bool] | None = None,
         backend: str = "auto",
     ) -> None:
         super().__init__()
@@ -137,6 +142,8 @@ class DynamicChunker(nn.Module):
                 f"DynamicChunker: routing windows must be ≥ 1, got {list(routing_windows or [])}"
             )
         self.register_buffer("routing_windows", windows if (windows > 1).any() else None, persistent=False)
+        center = torch.tensor(list(routing_center or []), dtype=torch.bool)
+        self.register_buffer("routing_center", center if center.any() else None, persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -154,6 +161,10 @@ class DynamicChunker(nn.Module):
         h = x.values
         if self.modality_embedding is not None and x.modality is not None:
             h = h + self.modality_embedding(x.modality)
+        if self.routing_center is not None and x.modality is not None:
+            means = segment_reduce(h, x.cu_seqlens, "mean", backend=self.backend)
+            tokens = means.repeat_interleave(seq_lengths(x.cu_seqlens), dim=0, output_size=h.shape[0])
+            h = h - tokens * self.routing_center[x.modality, None]
         h_q = h_k = h
         if self.routing_windows is not None and x.modality is not None:
             h_q, h_k = window_means(h, x.cu_seqlens, self.routing_windows[x.modality])

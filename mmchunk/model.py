@@ -11,7 +11,7 @@ predict each next token's encoder feature, which (as in H-Net) trains the routin
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -67,7 +67,9 @@ class ChunkFusionModel(nn.Module):
     ratio_weight (H-Net's α), predict_weight, match_weight: loss weights; ratio_per_sequence: hold
     every sequence to the compression target (True) rather than the batch on average;
     routing_windows: tokens averaged on each side of a candidate boundary per modality (e.g.
-    `{"audio": 3}`; default 1, H-Net's single-token comparison); ctc_weight > 0 adds a byte CTC
+    `{"audio": 3}`; default 1, H-Net's single-token comparison); routing_center: modalities whose
+    routing input is centred per sequence (`DynamicChunker`'s `routing_center`, e.g. `["video"]`);
+    ctc_weight > 0 adds a byte CTC
     loss of the dechunked audio tokens against the paired transcript (`byte_ctc_loss`: no timings);
     word_weight > 0 adds a bag-of-words loss: the pooled audio chunks predict which of `word_buckets`
     hashed words the paired transcript holds (`bag_of_words_loss`: no timings, no word order);
@@ -96,6 +98,7 @@ class ChunkFusionModel(nn.Module):
         hrm: dict | None = None,
         ratio_per_sequence: bool = True,
         routing_windows: Mapping[str, int] | None = None,
+        routing_center: Sequence[str] = (),
         ctc_weight: float = 0.0,
         word_weight: float = 0.0,
         word_buckets: int = 4096,
@@ -108,14 +111,16 @@ class ChunkFusionModel(nn.Module):
         self.encoders = nn.ModuleDict({m: build_encoder(m, dim, **kw) for m, kw in encoders.items()})
         self.targets = chunk_targets(chunk_rate_hz, {m: e.native_rate_hz for m, e in self.encoders.items()})
         windows = dict(routing_windows or {})
-        if unknown := sorted(set(windows) - set(MODALITY_IDS)):
-            raise ValueError(
-                f"routing_windows: unknown modality {unknown[0]!r} (known: {', '.join(MODALITY_IDS)})"
-            )
+        for name, given in (("routing_windows", windows), ("routing_center", routing_center)):
+            if unknown := sorted(set(given) - set(MODALITY_IDS)):
+                raise ValueError(
+                    f"{name}: unknown modality {unknown[0]!r} (known: {', '.join(MODALITY_IDS)})"
+                )
+        ids = sorted(MODALITY_IDS, key=MODALITY_IDS.get)
         self.chunker = DynamicChunker(
             dim, pooling="mean", num_modalities=len(MODALITY_IDS), tied_routing=True,
-            every_token=not chunking,
-            routing_windows=[windows.get(m, 1) for m in sorted(MODALITY_IDS, key=MODALITY_IDS.get)],
+            every_token=not chunking, routing_windows=[windows.get(m, 1) for m in ids],
+            routing_center=[m in routing_center for m in ids],
         )  # fmt: skip
         moe = dict(moe or {})
         moe_weight = moe.pop("weight", 0.01)

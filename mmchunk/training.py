@@ -50,6 +50,7 @@ class AudioTextModule(L.LightningModule):
         hrm: dict | None = None,
         ratio_per_sequence: bool = True,
         routing_windows: dict[str, int] | None = None,
+        routing_center: list[str] | None = None,
         ctc_weight: float = 0.0,
         word_weight: float = 0.0,
         word_buckets: int = 4096,
@@ -66,8 +67,8 @@ class AudioTextModule(L.LightningModule):
             predict_weight=predict_weight, match_weight=match_weight, outer_depth=outer_depth,
             outer_mixer=outer_mixer, stages=stages, inner_ratio=inner_ratio, moe=moe,
             backbone=backbone, hrm=hrm, ratio_per_sequence=ratio_per_sequence,
-            routing_windows=routing_windows, ctc_weight=ctc_weight, word_weight=word_weight,
-            word_buckets=word_buckets,
+            routing_windows=routing_windows, routing_center=routing_center or (), ctc_weight=ctc_weight,
+            word_weight=word_weight, word_buckets=word_buckets,
         )  # fmt: skip
         self.validation = ValidationAccumulator(self.model.token_periods)
 

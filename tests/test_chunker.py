@@ -248,6 +248,39 @@ def test_every_token_is_the_unchunked_baseline():
     torch.testing.assert_close(c.dechunk(z, out), z + c.residual_proj(x.values))
 
 
+def test_routing_center_subtracts_each_sequence_mean_of_its_modality():
+    """Centred routing equals routing on inputs with each centred sequence's mean removed (a
+    per-sequence loop), leaves the other modality alone, keeps identical tokens unsplit, and turns a
+    small change on a large shared component into a boundary."""
+    gen = torch.Generator().manual_seed(1)
+    dim = 6
+    seqs = [torch.randn(n, dim, generator=gen) + 5.0 for n in (4, 0, 1, 7)]
+    seqs[3][2:5] = seqs[3][2]  # a static stretch
+    mods = [torch.full((len(v),), m, dtype=torch.long) for v, m in zip(seqs, (1, 1, 0, 1))]
+    x = Ragged.from_list(seqs, modality=mods)
+    centred = DynamicChunker(dim, tied_routing=True, num_modalities=2, routing_center=[False, True])
+    plain = DynamicChunker(dim, tied_routing=True, num_modalities=2)
+    kinds = (1, 1, 0, 1)
+    by_hand = Ragged.from_list(
+        [v - v.mean(0) if m == 1 and len(v) else v for v, m in zip(seqs, kinds)], modality=mods
+    )
+    torch.testing.assert_close(centred(x).probs, plain(by_hand).probs)
+    assert not centred(x).boundary_mask[x.cu_seqlens[3] + 3 : x.cu_seqlens[3] + 5].any()
+    assert DynamicChunker(dim, routing_center=[False, False]).routing_center is None
+
+    background = torch.full((8, dim), 10.0)
+    background[4:, 0] += 1.0  # an object appears: cos ≈ 0.999 on the raw frames
+    frames = Ragged.from_list([background], modality=[torch.ones(8, dtype=torch.long)])
+    assert int(plain(frames).boundary_mask.sum()) == 1
+    assert centred(frames).boundary_mask.tolist() == [True, False, False, False, True, False, False, False]
+    still = Ragged.from_list([torch.full((5, dim), 3.0)], modality=[torch.ones(5, dtype=torch.long)])
+    assert int(centred(still).boundary_mask.sum()) == 1  # all-zero after centring: one chunk
+    with pytest.raises(ValueError, match="routing_center: unknown modality 'smell'"):
+        from mmchunk.model import ChunkFusionModel
+
+        ChunkFusionModel(dim=8, routing_center=["smell"])
+
+
 def test_window_means_match_a_per_sequence_loop():
     from mmchunk.ragged_ops import window_means
 
