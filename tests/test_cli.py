@@ -131,5 +131,7 @@ def test_recipes_resolve_and_layer(layer):
     result = run(*args, "--print_config")
     assert result.returncode == 0, result.stderr
     model = yaml.safe_load(result.stdout)["model"]
-    assert model["backbone"] == ("hrm" if layer else "chunk") and model["dim"] == 192
+    base = yaml.safe_load((recipes / "demo_cpu.yaml").read_text())["model"]
+    assert model["backbone"] == ("hrm" if layer else "chunk") and model["dim"] == base["dim"]
+    assert model["routing_center"] == base["routing_center"] == ["video"]
     assert (model["hrm"] or {}).get("segments") == (2 if layer else None)
