@@ -69,8 +69,8 @@ class ChunkFusionModel(nn.Module):
     routing_windows: tokens averaged on each side of a candidate boundary per modality (e.g.
     `{"audio": 3}`; default 1, H-Net's single-token comparison); routing_center: modalities whose
     routing input is centred per sequence (`DynamicChunker`'s `routing_center`, e.g. `["video"]`);
-    ctc_weight > 0 adds a byte CTC
-    loss of the dechunked audio tokens against the paired transcript (`byte_ctc_loss`: no timings);
+    ctc_weight > 0 adds a byte CTC loss of the dechunked audio tokens against the paired transcript
+    (`byte_ctc_loss`: no timings);
     word_weight > 0 adds a bag-of-words loss: the pooled audio chunks predict which of `word_buckets`
     hashed words the paired transcript holds (`bag_of_words_loss`: no timings, no word order);
     chunking=False runs the same network on every encoder token (the fixed-rate baseline).
