@@ -111,6 +111,8 @@ class ChunkFusionModel(nn.Module):
         self.encoders = nn.ModuleDict({m: build_encoder(m, dim, **kw) for m, kw in encoders.items()})
         self.targets = chunk_targets(chunk_rate_hz, {m: e.native_rate_hz for m, e in self.encoders.items()})
         windows = dict(routing_windows or {})
+        if isinstance(routing_center, str):
+            raise ValueError(f"routing_center: a list of modality names, got the string {routing_center!r}")
         for name, given in (("routing_windows", windows), ("routing_center", routing_center)):
             if unknown := sorted(set(given) - set(MODALITY_IDS)):
                 raise ValueError(

@@ -256,11 +256,11 @@ def test_routing_center_subtracts_each_sequence_mean_of_its_modality():
     dim = 6
     seqs = [torch.randn(n, dim, generator=gen) + 5.0 for n in (4, 0, 1, 7)]
     seqs[3][2:5] = seqs[3][2]  # a static stretch
-    mods = [torch.full((len(v),), m, dtype=torch.long) for v, m in zip(seqs, (1, 1, 0, 1))]
+    kinds = (1, 1, 0, 1)
+    mods = [torch.full((len(v),), m, dtype=torch.long) for v, m in zip(seqs, kinds)]
     x = Ragged.from_list(seqs, modality=mods)
     centred = DynamicChunker(dim, tied_routing=True, num_modalities=2, routing_center=[False, True])
     plain = DynamicChunker(dim, tied_routing=True, num_modalities=2)
-    kinds = (1, 1, 0, 1)
     by_hand = Ragged.from_list(
         [v - v.mean(0) if m == 1 and len(v) else v for v, m in zip(seqs, kinds)], modality=mods
     )
@@ -279,6 +279,8 @@ def test_routing_center_subtracts_each_sequence_mean_of_its_modality():
         from mmchunk.model import ChunkFusionModel
 
         ChunkFusionModel(dim=8, routing_center=["smell"])
+    with pytest.raises(ValueError, match="a list of modality names, got the string 'video'"):
+        ChunkFusionModel(dim=8, routing_center="video")
 
 
 def test_window_means_match_a_per_sequence_loop():

@@ -397,3 +397,10 @@ def test_prefetching_loader_gives_the_same_batches(tmp_path):
             for p in (0, 2)
         ]  # fmt: skip
         assert keys[0] == keys[1] and len(keys[0]) == 2
+
+
+@pytest.mark.parametrize(("prefetch", "workers", "message"), [(-1, 0, "≥ 0"), (2, 1, "num_workers=0")])
+def test_prefetch_rejects_what_it_cannot_do(tmp_path, prefetch, workers, message):
+    synth_corpus(tmp_path, 2, seed=4, val_fraction=0.0, workers=1, progress=False)
+    with pytest.raises(ValueError, match=message):
+        make_loader(tmp_path / "train", DataConfig(), num_workers=workers, prefetch=prefetch)

@@ -85,6 +85,12 @@ class ResumableLoader(torch.utils.data.DataLoader):
         position: Callable[[], tuple[int, int]] | None = None,
         prefetch: int = 0,
     ) -> None:
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be ≥ 0 batches, got {prefetch}")
+        if prefetch and num_workers:
+            raise ValueError(
+                f"prefetch works with num_workers=0 (got {num_workers}: DataLoader workers prefetch already)"
+            )
         super().__init__(dataset, batch_size=None, num_workers=num_workers)
         self.position = position
         self.prefetch = prefetch
@@ -95,7 +101,7 @@ class ResumableLoader(torch.utils.data.DataLoader):
         self.iterations += 1
         self.dataset.epoch_seed.epoch = epoch  # set before the workers copy the pipeline
         batches = self._skipping(super().__iter__(), skip)
-        return prefetched(batches, self.prefetch) if self.prefetch and not self.num_workers else batches
+        return prefetched(batches, self.prefetch) if self.prefetch else batches
 
     @staticmethod
     def _skipping(batches: Iterator, skip: int) -> Iterator:
