@@ -32,18 +32,27 @@ def frame_waveforms(x: Ragged, hop: int, width: int | None = None) -> tuple[Tens
     the frames' `cu_seqlens [B+1]`, and each frame's index within its sequence `[F]`.
     """
     width = width or hop
-    counts = torch.div(seq_lengths(x.cu_seqlens) + hop - 1, hop, rounding_mode="floor")
+    if width < hop:
+        raise ValueError(f"frame_waveforms: the window ({width} samples) is shorter than the hop ({hop})")
+    lengths = seq_lengths(x.cu_seqlens).long()
+    counts = torch.div(lengths + hop - 1, hop, rounding_mode="floor")
     frame_cu = F.pad(counts.cumsum(0), (1, 0)).to(torch.int32)
     total = int(frame_cu[-1])
-    seq = torch.repeat_interleave(
-        torch.arange(len(counts), device=x.values.device), counts, output_size=total
-    )
-    index = torch.arange(total, device=x.values.device) - frame_cu.long()[seq]
-    first = x.cu_seqlens.long()[seq]
-    start = first + index * hop - (width - hop) // 2
-    samples = start[:, None] + torch.arange(width, device=x.values.device)
-    valid = (samples >= first[:, None]) & (samples < x.cu_seqlens.long()[seq + 1][:, None])
-    frames = torch.where(valid, x.values[samples.clamp(0, max(x.num_tokens - 1, 0))], 0.0)
+    # each sequence gets its own run of hop-sized slots in one zero-padded buffer (`left` zeros
+    # before its first sample, room for its last window after it): one strided view of the buffer
+    # then holds every frame
+    left, spare = (width - hop) // 2, -(-(width - hop) // hop)
+    slots = counts + spare
+    pads = (slots * hop - lengths).tolist()  # zeros after each sequence, the next one's `left` among them
+    zeros = x.values.new_zeros(max([width, *pads]))
+    pieces = [zeros[:left]]
+    for values, pad in zip(x.values.split(lengths.tolist()), pads):
+        pieces += [values, zeros[:pad]]
+    buffer = torch.cat([*pieces, zeros[:width]])
+    slot_start = F.pad(slots.cumsum(0), (1, 0))
+    seq = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts, output_size=total)
+    index = torch.arange(total, device=counts.device) - frame_cu.long()[seq]
+    frames = buffer.unfold(0, width, hop).index_select(0, slot_start[seq] + index)
     return frames, frame_cu, index
 
 
@@ -95,6 +104,8 @@ class AudioSamples(ModalityEncoder):
         self.stem_kind, self.sample_rate, self.band_mean = stem, sample_rate, band_mean
         self.hop = round(sample_rate * frame_ms / 1000)
         self.width = round(sample_rate * (window_ms or frame_ms) / 1000) if stem == "logmel" else self.hop
+        if self.width < self.hop:
+            raise ValueError(f"AudioSamples: window_ms {window_ms} is shorter than frame_ms {frame_ms}")
         self.context = context
         self.native_rate_hz = sample_rate / self.hop
         if stem == "conv":

@@ -43,7 +43,12 @@ class VideoFrames(ModalityEncoder):
         """Frames `[F, 3, H, W]` uint8 → per-frame features `[F, D]` (before temporal mixing)."""
         if frames.shape[0] == 0:
             return frames.new_zeros(0, self.dim, dtype=self.proj.weight.dtype)
-        cells = F.adaptive_avg_pool2d(F.gelu(self.patch(frames.float() / 255.0 - 0.5)), self.grid)
+        # patch(frames / 255 − 0.5) with the scaling folded into the weights: no pass over the pixels
+        weight = self.patch.weight / 255.0
+        bias = self.patch.bias - 0.5 * self.patch.weight.sum((1, 2, 3))
+        cells = F.gelu(F.conv2d(frames.float(), weight, bias, stride=self.patch.stride))
+        if cells.shape[-2:] != self.grid:
+            cells = F.adaptive_avg_pool2d(cells, self.grid)
         return self.norm(self.proj(rearrange(cells, "f c h w -> f (c h w)")))
 
     def forward(self, x: Ragged) -> Ragged:

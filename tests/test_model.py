@@ -229,6 +229,27 @@ def test_video_and_text_encoders():
         build_encoder("smell", 16)
 
 
+@pytest.mark.parametrize("size", [(48, 64), (37, 51), (8, 8)])
+def test_video_stem_is_the_patch_convolution_of_pixels_in_minus_half_to_half(size):
+    torch.manual_seed(0)
+    video = VideoFrames(16)
+    frames = torch.randint(0, 256, (3, 3, *size), dtype=torch.uint8)
+    cells = torch.nn.functional.gelu(video.patch(frames.float() / 255.0 - 0.5))
+    cells = torch.nn.functional.adaptive_avg_pool2d(cells, video.grid)
+    want = video.norm(video.proj(cells.flatten(1)))
+    torch.testing.assert_close(video.stem(frames), want, atol=1e-5, rtol=1e-5)
+
+
+def test_frame_waveforms_of_no_sequences_and_a_window_shorter_than_the_hop():
+    empty = Ragged(torch.zeros(0), torch.zeros(1, dtype=torch.int32))
+    frames, frame_cu, index = frame_waveforms(empty, 320, 480)
+    assert frames.shape == (0, 480) and frame_cu.tolist() == [0] and index.numel() == 0
+    with pytest.raises(ValueError, match="shorter than the hop"):
+        frame_waveforms(Ragged.from_list([torch.randn(700)]), 320, 200)
+    with pytest.raises(ValueError, match="window_ms"):
+        AudioSamples(16, frame_ms=40.0, window_ms=20.0)
+
+
 def test_merge_in_time_orders_by_start_then_modality():
     audio = Ragged.from_list(
         [torch.tensor([[1.0], [2.0]]), torch.tensor([[3.0]])],
