@@ -31,12 +31,10 @@ def _demo(args: argparse.Namespace) -> int:
         report = run_demo(seed=args.seed, num_clips=args.clips)
         print(json.dumps(report, indent=2) if args.json else format_demo(report))
         return 0
+    from mmchunk.builtin_recipes import resolve_recipe
     from mmchunk.pipeline import format_summary, run_pipeline
 
-    for path in args.config:
-        if not path.is_file():
-            raise ValueError(f"{path}: no such recipe file (--config)")
-    extra = [arg for path in args.config for arg in ("--config", str(path))]
+    extra = [arg for name in args.config for arg in ("--config", str(resolve_recipe(name)))]
     if args.steps:
         extra += [f"--trainer.max_steps={args.steps}", f"--model.max_steps={args.steps}"]
     scores = run_pipeline(args.out, num=args.num + args.val, val=args.val, extra=extra, data=args.data)
@@ -217,8 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the audio-text pipeline end to end: synthesize a corpus, train, evaluate (minutes)",
         description=(
             "Synthesize the built-in corpus (speech, transcripts, video) into OUT/data when it is not "
-            "there yet, train the CPU recipe (recipes/audio_text/demo_cpu.yaml), evaluate on the "
-            "validation split beside the heuristic baselines, and write OUT/metrics.json, "
+            "there yet, train the built-in CPU recipe demo_cpu (recipes/audio_text/demo_cpu.yaml), "
+            "evaluate on the validation split beside the heuristic baselines, and write OUT/metrics.json, "
             "OUT/boundaries.png and OUT/model.ckpt. --quick instead runs the untrained chunker on "
             "synthetic tones and silences (seconds)."
         ),
@@ -229,10 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--config",
-        type=Path,
         action="append",
         default=[],
-        help="a YAML layered over the recipe (repeatable), e.g. recipes/audio_text/hrm_cpu.yaml",
+        help="a YAML file or built-in recipe name layered over the recipe (repeatable), e.g. hrm_cpu",
     )
     demo.add_argument("--num", type=positive_int, default=1000, help="training samples to synthesize (1000)")
     demo.add_argument("--val", type=positive_int, default=128, help="validation samples to synthesize (128)")
@@ -249,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fit = sub.add_parser(
         "fit",
-        help="train the audio-text model with LightningCLI (e.g. --config recipes/audio_text/demo_cpu.yaml)",
+        help="train the audio-text model with LightningCLI (--config demo_cpu, a built-in recipe, or a file)",
         add_help=False,
     )
     fit.add_argument("lightning_args", nargs=argparse.REMAINDER, help="LightningCLI fit arguments (--help)")

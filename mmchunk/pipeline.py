@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from mmchunk.builtin_recipes import resolve_recipe
 from mmchunk.checkpoint import load_module
 from mmchunk.data import DataConfig, Sample, make_dataset
 from mmchunk.data.synth import synth_corpus
@@ -24,7 +25,7 @@ from mmchunk.evaluation import ValidationAccumulator, energy_vad_boundaries, fra
 from mmchunk.metrics import boundary_scores
 from mmchunk.training import AudioTextModule, batch_inputs, run_fit
 
-RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "audio_text" / "demo_cpu.yaml"
+RECIPE = "demo_cpu"  # the built-in recipe the demo trains
 SUMMARY_KEYS = (
     "a2t_R@1", "t2a_R@1", "a2t_mAP@10", "t2a_mAP@10", "boundary_f1_20ms", "boundary_f1_50ms",
     "baseline_boundary_f1_50ms", "silero_boundary_f1_50ms", "compression_audio", "chunk_rate_audio_hz",
@@ -146,7 +147,7 @@ def run_pipeline(
     clock = time.perf_counter()
     trainer = run_fit(
         [
-            "--config", str(RECIPE), "--trainer.default_root_dir", str(out),
+            "--config", str(resolve_recipe(RECIPE)), "--trainer.default_root_dir", str(out),
             "--trainer.logger.init_args.save_dir", str(out),
             "--data.train", str(data / "train"), "--data.val", str(data / "val"), *(extra or []),
         ]

@@ -11,6 +11,7 @@ import warnings
 import lightning as L
 import torch
 
+from mmchunk.builtin_recipes import resolve_config_args
 from mmchunk.data import Batch, DataConfig, make_loader
 from mmchunk.data.augment import AugmentConfig
 from mmchunk.evaluation import ValidationAccumulator
@@ -183,7 +184,8 @@ class ShardDataModule(L.LightningDataModule):
 
 def run_fit(argv: list[str]) -> L.Trainer:
     """`mmchunk fit ARGS`: LightningCLI's `fit` over AudioTextModule and ShardDataModule; returns
-    the trainer. The resolved config is saved beside the logs of every run.
+    the trainer. `--config` takes a file or a built-in recipe's name (`demo_cpu`). The resolved
+    config is saved beside the logs of every run.
     """
     from lightning.pytorch.cli import LightningCLI
 
@@ -192,7 +194,7 @@ def run_fit(argv: list[str]) -> L.Trainer:
         return LightningCLI(
             AudioTextModule,
             ShardDataModule,
-            args=["fit", *argv],
+            args=["fit", *resolve_config_args(argv)],
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,
         ).trainer

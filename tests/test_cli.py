@@ -41,8 +41,10 @@ def test_demo_json_and_bad_argument():
     )
     missing = run("demo", "--config", "no/such.yaml", "--out", "unused")
     assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
-        "mmchunk demo: error: no/such.yaml: no such recipe file (--config)"
+        "mmchunk demo: error: no/such.yaml: no such recipe file, and no built-in recipe of that name "
+        "(built in: ddp_multi_gpu, demo_cpu, hrm_cpu)"
     ]
+    assert not Path("unused").exists()
 
 
 def test_no_command_prints_help_and_fails():
@@ -123,11 +125,21 @@ def test_segment_command(tmp_path):
     assert "unsupported file type" in one_line_error(run("segment", str(tmp_path / "notes.doc")), "segment")
 
 
-@pytest.mark.parametrize("layer", ["hrm_cpu.yaml", None])
-def test_recipes_resolve_and_layer(layer):
+@pytest.mark.parametrize(
+    ("base_arg", "layer_args"),
+    [
+        ("PATH", ["--config", "PATH/hrm_cpu.yaml"]),
+        ("PATH", []),
+        ("demo_cpu", ["--config=hrm_cpu"]),  # built-in recipes by name
+        ("audio_text/demo_cpu.yaml", ["-c", "hrm_cpu.yaml"]),
+    ],
+)
+def test_recipes_resolve_and_layer(base_arg, layer_args, tmp_path, monkeypatch):
     recipes = Path(__file__).resolve().parent.parent / "recipes" / "audio_text"
-    args = ["fit", "--config", str(recipes / "demo_cpu.yaml")]
-    args += ["--config", str(recipes / layer)] if layer else []
+    monkeypatch.chdir(tmp_path)  # names resolve from any folder
+    base = str(recipes / "demo_cpu.yaml") if base_arg == "PATH" else base_arg
+    args = ["fit", "--config", base, *(a.replace("PATH", str(recipes)) for a in layer_args)]
+    layer = bool(layer_args)
     result = run(*args, "--print_config")
     assert result.returncode == 0, result.stderr
     model = yaml.safe_load(result.stdout)["model"]
@@ -135,3 +147,11 @@ def test_recipes_resolve_and_layer(layer):
     assert model["backbone"] == ("hrm" if layer else "chunk") and model["dim"] == base["dim"]
     assert model["routing_center"] == base["routing_center"] == ["video"]
     assert (model["hrm"] or {}).get("segments") == (2 if layer else None)
+
+
+def test_unknown_recipe_name_is_a_one_line_error():
+    result = run("fit", "--config", "demo_gpu", "--print_config")
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "mmchunk fit: error: demo_gpu: no such recipe file, and no built-in recipe of that name "
+        "(built in: ddp_multi_gpu, demo_cpu, hrm_cpu)"
+    ]
