@@ -117,11 +117,14 @@ def _segment(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        head = f"{report['file']}: {report['modality']}, {report['duration']:.2f} s"
+        several = len(report["modalities"]) > 1
+        head = f"{report['file']}: {'+'.join(report['modalities'])}, {report['duration']:.2f} s"
         print(f"{head}, {len(report['chunks'])} chunks ({report['compression']:.1f} tokens/chunk)")
         print(f"model: {report['checkpoint']}")
         for chunk in report["chunks"]:
-            print(f"  {chunk['t0']:8.3f} – {chunk['t1']:8.3f} s")
+            print(
+                f"  {chunk['t0']:8.3f} – {chunk['t1']:8.3f} s" + (f"  {chunk['modality']}" if several else "")
+            )
     if args.plot:
         plot_segments(report, args.plot)
     return 0

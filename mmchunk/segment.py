@@ -8,67 +8,94 @@ import torch
 
 from mmchunk.checkpoint import load_model
 from mmchunk.chunkspace import MODALITY_IDS
-from mmchunk.data.decode import AUDIO_EXTS, TEXT_EXTS, VIDEO_EXTS, decode_audio, decode_text, decode_video
+from mmchunk.data.decode import (
+    AUDIO_EXTS,
+    TEXT_EXTS,
+    VIDEO_EXTS,
+    decode_audio,
+    decode_container_audio,
+    decode_text,
+    decode_video,
+)
 from mmchunk.data.loader import text_byte_times
 from mmchunk.model import ChunkFusionModel
 from mmchunk.ragged import Ragged
 
 
-def read_input(path: Path, model: ChunkFusionModel) -> tuple[str, Ragged, float]:
-    """(modality, one-sequence Ragged input with time spans, duration in s) of a media file."""
+def audio_input(wave: torch.Tensor, rate: int) -> Ragged:
+    """One waveform `[N]` at `rate` as a one-sequence Ragged with per-sample time spans."""
+    t = torch.arange(wave.numel()) / rate
+    return Ragged.from_list([wave], t_start=[t], t_end=[t + 1 / rate])
+
+
+def read_inputs(path: Path, model: ChunkFusionModel) -> tuple[dict[str, Ragged], float]:
+    """The model inputs of a media file (one-sequence Ragged batches with time spans, by modality)
+    and its duration in s. A video file gives its frames and, when it has an audio track and the
+    model an audio encoder, its sound too."""
     ext = path.suffix.lower().lstrip(".")
     data = path.read_bytes()
+    rate = model.encoders["audio"].sample_rate
     if ext in AUDIO_EXTS:
-        rate = model.encoders["audio"].sample_rate
         wave, _ = decode_audio(data, rate)
-        t = torch.arange(wave.numel()) / rate
-        return "audio", Ragged.from_list([wave], t_start=[t], t_end=[t + 1 / rate]), wave.numel() / rate
+        return {"audio": audio_input(wave, rate)}, wave.numel() / rate
     if ext in VIDEO_EXTS:
         if "video" not in model.encoders:
             raise ValueError(f"{path}: this model has no video encoder")
         fps = model.encoders["video"].native_rate_hz
         frames, times = decode_video(data, fps, (48, 64))
-        return (
-            "video",
-            Ragged.from_list([frames], t_start=[times], t_end=[times + 1 / fps]),
-            len(frames) / fps,
-        )
+        inputs = {"video": Ragged.from_list([frames], t_start=[times], t_end=[times + 1 / fps])}
+        duration = len(frames) / fps
+        sound = decode_container_audio(data, rate)
+        if sound is not None:
+            inputs["audio"] = audio_input(sound[0], rate)
+            duration = max(duration, sound[0].numel() / rate)
+        return inputs, duration
     if ext in TEXT_EXTS:
         text = decode_text(data)
         start, end = text_byte_times(text, None, len(text.encode()) / model.encoders["text"].native_rate_hz)
         values = torch.tensor(list(text.encode()), dtype=torch.int64)
-        return "text", Ragged.from_list([values], t_start=[start], t_end=[end]), float(end[-1])
+        return {"text": Ragged.from_list([values], t_start=[start], t_end=[end])}, float(end[-1])
     known = ", ".join(f".{e}" for e in AUDIO_EXTS + VIDEO_EXTS + TEXT_EXTS)
     raise ValueError(f"{path}: unsupported file type .{ext} (known: {known})")
 
 
 def segment_file(path: str | Path, checkpoint: str | Path | None = None) -> dict:
-    """Chunk one audio, video or text file: `{"file", "modality", "duration", "checkpoint",
-    "compression", "chunks": [{"modality", "t0", "t1"}, ...]}`."""
+    """Chunk one audio, video or text file: `{"file", "modality", "modalities", "duration",
+    "checkpoint", "compression", "chunks": [{"modality", "t0", "t1"}, ...]}`. A video with sound
+    gives the chunks of both on one time axis (ordered by start; "modality" is the file's kind,
+    "modalities" every one chunked, "compression" tokens per chunk over all of them, and
+    "compression_by_modality" each one's)."""
     path = Path(path)
     model, label = load_model(checkpoint)
-    modality, x, duration = read_input(path, model)
-    with torch.no_grad():
-        feats = model.encoders[modality](x)
-        tagged = Ragged(feats.values, feats.cu_seqlens, t_start=feats.t_start, t_end=feats.t_end,
-                        modality=torch.full((feats.num_tokens,), MODALITY_IDS[modality]))  # fmt: skip
-        routed = model.chunker(tagged)
-    chunks = [
-        {"modality": modality, "t0": round(float(a), 4), "t1": round(float(b), 4)}
-        for a, b in zip(routed.chunks.t_start, routed.chunks.t_end)
-    ]
+    inputs, duration = read_inputs(path, model)
+    chunks, tokens, counts = [], {}, {}
+    for modality, x in inputs.items():
+        with torch.no_grad():
+            feats = model.encoders[modality](x)
+            tagged = Ragged(feats.values, feats.cu_seqlens, t_start=feats.t_start, t_end=feats.t_end,
+                            modality=torch.full((feats.num_tokens,), MODALITY_IDS[modality]))  # fmt: skip
+            routed = model.chunker(tagged)
+        tokens[modality], counts[modality] = feats.num_tokens, routed.chunks.num_tokens
+        chunks += [
+            {"modality": modality, "t0": round(float(a), 4), "t1": round(float(b), 4)}
+            for a, b in zip(routed.chunks.t_start, routed.chunks.t_end)
+        ]
+    chunks.sort(key=lambda c: (c["t0"], c["modality"]))
     return {
         "file": str(path),
-        "modality": modality,
+        "modality": next(iter(inputs)),
+        "modalities": list(inputs),
         "duration": round(duration, 4),
         "checkpoint": label,
-        "compression": round(routed.compression, 3),
+        "compression": round(sum(tokens.values()) / max(sum(counts.values()), 1), 3),
+        "compression_by_modality": {m: round(tokens[m] / max(counts[m], 1), 3) for m in inputs},
         "chunks": chunks,
     }
 
 
 def plot_segments(report: dict, path: str | Path, sample_rate: int = 16_000) -> None:
-    """A timeline of the chunks of `segment_file`'s report, over the waveform for an audio file."""
+    """A timeline of the chunks of `segment_file`'s report (one band per modality), over the waveform
+    for an audio file."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,15 +107,20 @@ def plot_segments(report: dict, path: str | Path, sample_rate: int = 16_000) -> 
         peak = float(wave.abs().max()) or 1.0
         times = torch.arange(wave.numel()) / sample_rate
         ax.plot(times.numpy(), (wave / peak).numpy(), color="0.3", linewidth=0.4)
-    for i, chunk in enumerate(report["chunks"]):
-        ax.axvspan(chunk["t0"], chunk["t1"], color="tab:blue" if i % 2 else "tab:orange", alpha=0.35)
-        ax.axvline(chunk["t0"], color="tab:red", linewidth=0.8)
+    rows = report["modalities"]  # one band per modality, on one time axis
+    for row, modality in enumerate(rows):
+        band = {"ymin": row / len(rows), "ymax": (row + 1) / len(rows)}
+        own = [c for c in report["chunks"] if c["modality"] == modality]
+        for i, chunk in enumerate(own):
+            ax.axvspan(
+                chunk["t0"], chunk["t1"], color="tab:blue" if i % 2 else "tab:orange", alpha=0.35, **band
+            )
+            ax.axvline(chunk["t0"], color="tab:red", linewidth=0.8, **band)
     ax.set_xlim(0, report["duration"])
-    ax.set_yticks([])
+    ax.set_yticks([(row + 0.5) / len(rows) * 2 - 1 for row in range(len(rows))], rows)
+    ax.set_ylim(-1, 1)
     ax.set_xlabel("time (s)")
-    ax.set_title(
-        f"{Path(report['file']).name}: {len(report['chunks'])} {report['modality']} chunks", fontsize=9
-    )
+    ax.set_title(f"{Path(report['file']).name}: {len(report['chunks'])} {'+'.join(rows)} chunks", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,11 @@ def test_real_recordings_benchmark(tmp_path):
     bad = subprocess.run([sys.executable, str(BENCH / "real_recordings.py"), str(tmp_path / "none.wav")],
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_video_decode_benchmark():
+    out = run("video_decode.py", "--seconds", "2", "--size", "160x96", "--fps", "10", "--prefix", "1")
+    rows = [line for line in out.splitlines() if line.startswith(("mmchunk segment", "every frame"))]
+    assert len(rows) == 2 and "audio" in rows[0] and "video" in rows[0]
+    peaks = [re.search(r"(\d+)\s+(?:audio|-)", row) for row in rows]  # the peak MB column
+    assert all(peak and int(peak.group(1)) > 0 for peak in peaks)

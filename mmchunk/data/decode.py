@@ -20,6 +20,7 @@ VIDEO_EXTS = ("mp4", "mkv", "webm")
 TEXT_EXTS = ("txt",)
 META_EXTS = ("json",)
 ALLOWED_EXTS = AUDIO_EXTS + VIDEO_EXTS + TEXT_EXTS + META_EXTS
+VIDEO_GROUP = 8  # sampled frames held at full size until they are resized: bounds decode memory
 
 
 class DecodeError(ValueError):
@@ -39,6 +40,35 @@ def decode_audio(data: bytes, sample_rate: int) -> tuple[torch.Tensor, int]:
     if wave.shape[0] == 0:
         raise DecodeError("audio has no samples")
     mono = torch.from_numpy(np.ascontiguousarray(wave.mean(axis=1)))
+    if not torch.isfinite(mono).all():
+        raise DecodeError("audio contains NaN or infinite samples")
+    if native != sample_rate:
+        mono = torchaudio.functional.resample(mono, native, sample_rate)
+    return mono, native
+
+
+def decode_container_audio(data: bytes, sample_rate: int) -> tuple[torch.Tensor, int] | None:
+    """The first audio stream of a video container (PyAV): mono float32 `[N]` resampled to
+    `sample_rate` as `decode_audio` does (channels averaged, then torchaudio's resampler), and the
+    stream's own rate; None when the container has no audio stream."""
+    import av
+
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if not container.streams.audio:
+                return None
+            stream = container.streams.audio[0]
+            native = stream.rate
+            to_float = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=native)
+            blocks = [
+                out.to_ndarray() for frame in container.decode(stream) for out in to_float.resample(frame)
+            ]
+            blocks += [out.to_ndarray() for out in to_float.resample(None)]
+    except Exception as exc:
+        raise DecodeError(f"unreadable audio: {_one_line(exc)}") from None
+    if not blocks or sum(b.shape[1] for b in blocks) == 0:
+        raise DecodeError("audio has no samples")
+    mono = torch.from_numpy(np.concatenate(blocks, axis=1).mean(axis=0).astype(np.float32))
     if not torch.isfinite(mono).all():
         raise DecodeError("audio contains NaN or infinite samples")
     if native != sample_rate:
@@ -68,24 +98,102 @@ def decode_json(data: bytes) -> dict:
     return value
 
 
-def decode_video(data: bytes, fps: float, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def decode_video(
+    data: bytes, fps: float, size: tuple[int, int], backend: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Frames `[F, 3, H, W]` uint8 sampled at `fps` and resized to `size` (H, W), and their times `[F]`.
 
-    decord reads the file when it is installed and can; PyAV is the fallback (`read_frames`).
+    Frame k is the file's frame nearest to time k / fps (`sample_index`), for every k / fps before
+    the video's end. Only those frames are kept, and they are resized
+    `VIDEO_GROUP` at a time as decoding goes on, so memory does not grow with the video's length
+    or resolution beyond the sampled, resized frames. PyAV decodes ("auto"; decord when PyAV cannot
+    open the file; `backend` "decord" or "pyav" forces one): it streams in bounded memory, where
+    decord's `get_batch` grew with the video's length (1.4 GB over the process for 60 s of 720p).
     """
+    resized = []
     try:
-        frames, native_fps = read_frames(data)
+        sampled = SampledFrames(data, fps, backend)
+        for group in sampled:
+            picked = torch.from_numpy(group).permute(0, 3, 1, 2)
+            if tuple(picked.shape[-2:]) != tuple(size):
+                picked = TF.resize(picked, list(size), antialias=True)
+            resized.append(picked.contiguous())
     except Exception as exc:
         raise DecodeError(f"unreadable video: {_one_line(exc)}") from None
-    if len(frames) == 0:
+    if sampled.count == 0:
         raise DecodeError("video has no frames")
-    duration = len(frames) / native_fps
-    times = torch.arange(0.0, duration - 1e-9, 1.0 / fps, dtype=torch.float64)
-    index = (times * native_fps).round().long().clamp(max=len(frames) - 1)
-    picked = torch.from_numpy(np.ascontiguousarray(frames[index.numpy()])).permute(0, 3, 1, 2)
-    if tuple(picked.shape[-2:]) != tuple(size):
-        picked = TF.resize(picked, list(size), antialias=True)
-    return picked.contiguous(), times.float()
+    times = torch.arange(len(sampled.index), dtype=torch.float64) / fps
+    return torch.cat(resized), times.float()
+
+
+def nearest_frame(k: np.ndarray | int, native_fps: float, fps: float) -> np.ndarray:
+    """Index of the frame (at `native_fps`) nearest to time k / fps; a tie goes to the later frame."""
+    return np.floor(np.asarray(k) * native_fps / fps + 0.5).astype(np.int64)
+
+
+def sample_index(count: int, native_fps: float, fps: float) -> np.ndarray:
+    """Indices `[K]` of the frames of a `count`-frame video at `native_fps` nearest to the times
+    k / fps before its end (clamped to the last frame)."""
+    duration = count / native_fps - 1e-9
+    k = np.arange(int(np.ceil(max(duration, 0.0) * fps)) + 1)
+    return np.minimum(nearest_frame(k[k / fps < duration], native_fps, fps), count - 1)
+
+
+class SampledFrames:
+    """Iterates over groups `[G, H, W, 3]` uint8 of the frames `sample_index` picks at `fps`,
+    decoding the file once, in order; afterwards `count` is the file's number of frames and `index`
+    the indices picked."""
+
+    def __init__(self, data: bytes, fps: float, backend: str = "auto") -> None:
+        self.data, self.fps, self.backend = data, fps, backend
+        self.count, self.index = 0, np.zeros(0, np.int64)
+
+    def __iter__(self):
+        if self.backend != "decord":
+            import av
+
+            try:
+                container = av.open(io.BytesIO(self.data))
+            except Exception:  # PyAV cannot open this file: decord may
+                if self.backend == "pyav":
+                    raise
+            else:
+                with container:
+                    yield from self._pyav(container)
+                return
+        import decord
+
+        yield from self._decord(decord.VideoReader(io.BytesIO(self.data), num_threads=1))
+
+    def _decord(self, reader):
+        self.count = len(reader)
+        self.index = (
+            sample_index(self.count, float(reader.get_avg_fps()), self.fps) if self.count else self.index
+        )
+        for start in range(0, len(self.index), VIDEO_GROUP):
+            yield reader.get_batch(self.index[start : start + VIDEO_GROUP].tolist()).asnumpy()
+
+    def _pyav(self, container):
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        native = float(stream.average_rate or stream.guessed_rate or 25)
+        pending, taken = [], 0
+        for i, frame in enumerate(container.decode(stream)):
+            image = None
+            while nearest_frame(taken, native, self.fps) == i:
+                image = frame.to_ndarray(format="rgb24") if image is None else image
+                pending.append(image)
+                taken += 1
+                if len(pending) == VIDEO_GROUP:
+                    yield np.stack(pending)
+                    pending = []
+            self.count, last = i + 1, frame
+        if self.count:
+            self.index = sample_index(self.count, native, self.fps)
+            tail = last.to_ndarray(format="rgb24")  # times past the last frame's centre
+            pending += [tail] * (len(self.index) - taken)
+        for start in range(0, len(pending), VIDEO_GROUP):
+            yield np.stack(pending[start : start + VIDEO_GROUP])
 
 
 def read_frames(data: bytes, backend: str = "auto") -> tuple[np.ndarray, float]:
