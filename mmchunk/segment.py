@@ -30,8 +30,7 @@ def audio_input(wave: torch.Tensor, rate: int) -> Ragged:
 
 def read_inputs(path: Path, model: ChunkFusionModel) -> tuple[dict[str, Ragged], float]:
     """The model inputs of a media file (one-sequence Ragged batches with time spans, by modality)
-    and its duration in s. A video file gives its frames and, when it has an audio track and the
-    model an audio encoder, its sound too."""
+    and its duration in s. A video file gives its frames and, when it has an audio track, its sound."""
     ext = path.suffix.lower().lstrip(".")
     data = path.read_bytes()
     rate = model.encoders["audio"].sample_rate
