@@ -199,10 +199,10 @@ class SampledFrames:
 
 
 def read_frames(data: bytes, backend: str = "auto") -> tuple[np.ndarray, float]:
-    """All frames `[F, H, W, 3]` uint8 of a video file and its frame rate.
-
-    "auto" tries decord and falls back to PyAV when decord is missing or cannot read the file.
-    """
+    """All frames `[F, H, W, 3]` uint8 of a video file at full size, and its frame rate: memory grows
+    with length × resolution, so this is for short clips (the camera tests, and the reference that
+    `decode_video`'s streaming path is tested against); `decode_video` is what the loader and
+    `segment` use. "auto" tries decord and falls back to PyAV."""
     if backend == "pyav":
         return _read_pyav(data)
     try:
