@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from mmchunk.chunker import ChunkerOutput
-from mmchunk.metrics import boundary_scores, retrieval_metrics
+from mmchunk.metrics import boundary_scores, caption_retrieval_metrics
 
 
 def chunk_start_times(routing: ChunkerOutput) -> list[list[float]]:
@@ -42,6 +42,8 @@ class ValidationAccumulator:
         self.token_periods = dict(token_periods or {})
         self.audio: list[Tensor] = []
         self.text: list[Tensor] = []
+        self.owner: list[Tensor] = []
+        self.clips = 0
         self.predicted: dict[str, list[list[float]]] = {}
         self.tokens: dict[str, int] = {}
         self.chunks: dict[str, int] = {}
@@ -50,10 +52,20 @@ class ValidationAccumulator:
         self.metas: list[dict] = []
 
     def update(
-        self, audio_emb: Tensor, text_emb: Tensor, routing: dict[str, ChunkerOutput], metas: list[dict]
+        self,
+        audio_emb: Tensor,
+        text_emb: Tensor,
+        routing: dict[str, ChunkerOutput],
+        metas: list[dict],
+        owner: Tensor | None = None,
     ) -> None:
+        """Add one batch: audio embeddings `[B, E]`, caption embeddings `[M, E]` with the batch index
+        of each caption's clip `owner [M]` (None: one caption per clip, in order)."""
         self.audio.append(audio_emb.detach().float().cpu())
         self.text.append(text_emb.detach().float().cpu())
+        owner = torch.arange(audio_emb.shape[0]) if owner is None else owner.detach().cpu().long()
+        self.owner.append(owner + self.clips)
+        self.clips += audio_emb.shape[0]
         for m, r in routing.items():
             self.predicted.setdefault(m, []).extend(chunk_start_times(r))
             self.tokens[m] = self.tokens.get(m, 0) + r.residual.shape[0]
@@ -65,13 +77,13 @@ class ValidationAccumulator:
         self.metas.extend(metas)
 
     def compute(self) -> dict[str, float]:
-        """Retrieval (a2t/t2a R@1/5/10, mAP@10), compression and chunk rate per modality (audio also
-        per second of speech, the time outside the silences), boundary
+        """Retrieval (a2t/t2a R@1/5/10, mAP@10; by the LAION-CLAP protocol when clips have several
+        captions, `caption_retrieval_metrics`, with `captions_per_clip`), compression and chunk
+        rate per modality (audio also per second of speech, the time outside the silences), boundary
         P/R/F1/R-value at 20 and 50 ms against word onsets, and the share of audio boundaries
         inside silences (video: inside static spans, more than a token period from their edges)
         beside the share of time those spans take."""
-        sim = torch.cat(self.audio) @ torch.cat(self.text).T
-        scores = {**retrieval_metrics(sim, "a2t"), **retrieval_metrics(sim.T, "t2a")}
+        scores = caption_retrieval_metrics(torch.cat(self.audio), torch.cat(self.text), torch.cat(self.owner))
         for m in self.tokens:
             scores[f"compression_{m}"] = self.tokens[m] / max(self.chunks[m], 1)
             scores[f"chunk_rate_{m}_hz"] = self.chunks[m] / max(self.seconds, 1e-9)

@@ -1,4 +1,5 @@
-"""Boundary metrics of the speech segmentation literature: precision, recall, F1, OS, R-value."""
+"""Boundary metrics of the speech segmentation literature (precision, recall, F1, OS, R-value) and
+retrieval metrics (R@k, mAP@10; several captions per clip by the LAION-CLAP protocol)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,13 @@ def boundary_scores(
     }
 
 
+def _rank_scores(rank: Tensor, prefix: str) -> dict[str, float]:
+    """R@1/5/10 and mAP@10 of 0-based ranks `[Q]` of the true candidate, keys `{prefix}_...`."""
+    scores = {f"{prefix}_R@{k}": float((rank < k).double().mean()) for k in (1, 5, 10)}
+    scores[f"{prefix}_mAP@10"] = float(torch.where(rank < 10, 1.0 / (rank + 1), 0.0).mean())
+    return scores
+
+
 def retrieval_metrics(similarity: Tensor, prefix: str) -> dict[str, float]:
     """LAION-CLAP retrieval scores of queries (rows) against candidates (columns), true pair on the diagonal.
 
@@ -64,8 +72,30 @@ def retrieval_metrics(similarity: Tensor, prefix: str) -> dict[str, float]:
     sim = torch.as_tensor(similarity, dtype=torch.float64)
     if sim.dim() != 2 or sim.shape[0] != sim.shape[1]:
         raise ValueError(f"retrieval_metrics: similarity must be square [N, N], got {tuple(sim.shape)}")
-    true = sim.diagonal()[:, None]
-    rank = (sim > true).sum(dim=1)
-    scores = {f"{prefix}_R@{k}": float((rank < k).double().mean()) for k in (1, 5, 10)}
-    scores[f"{prefix}_mAP@10"] = float(torch.where(rank < 10, 1.0 / (rank + 1), 0.0).mean())
+    return _rank_scores((sim > sim.diagonal()[:, None]).sum(dim=1), prefix)
+
+
+def caption_retrieval_metrics(audio: Tensor, text: Tensor, owner: Tensor) -> dict[str, float]:
+    """Audio-text retrieval with several captions per clip, by the LAION-CLAP protocol.
+
+    audio `[N, E]`, text `[M, E]` embeddings; owner `[M]`: the clip of each caption (every clip owns
+    at least one). t2a: every caption queries the N clips, scores averaged over all M captions.
+    a2t: every clip queries the M captions and counts the rank of its best-ranked own caption.
+    Ranks and keys as in `retrieval_metrics`, which this equals when each clip has one caption;
+    `captions_per_clip` = M / N says which case was scored.
+    """
+    sim = torch.as_tensor(audio, dtype=torch.float64) @ torch.as_tensor(text, dtype=torch.float64).T
+    owner = torch.as_tensor(owner, dtype=torch.long)
+    n, m = sim.shape
+    if owner.shape != (m,) or (m and not 0 <= int(owner.min()) <= int(owner.max()) < n):
+        raise ValueError(f"caption_retrieval_metrics: owner must be [{m}] clip indices below {n}")
+    own = owner[None, :] == torch.arange(n)[:, None]
+    if not own.any(dim=1).all():
+        missing = int((~own.any(dim=1)).nonzero()[0])
+        raise ValueError(f"caption_retrieval_metrics: clip {missing} has no caption")
+    best_own = sim.masked_fill(~own, -torch.inf).amax(dim=1, keepdim=True)
+    t2a_true = sim.gather(0, owner[None, :])
+    scores = _rank_scores((sim > best_own).sum(dim=1), "a2t")
+    scores.update(_rank_scores((sim > t2a_true).sum(dim=0), "t2a"))
+    scores["captions_per_clip"] = m / n
     return scores

@@ -216,6 +216,12 @@ class ChunkFusionModel(nn.Module):
         """L2-normalised pooled embeddings `[B, E]` of the audio and text chunk outputs."""
         return {m: F.normalize(self.projections[m](mean_pool(chunks[m])), dim=-1) for m in ("audio", "text")}
 
+    def embed_text(self, text: Ragged) -> Tensor:
+        """L2-normalised embeddings `[B, E]` of texts alone (UTF-8 bytes `[T]`, `cu_seqlens [B+1]`):
+        the text half of `embed`, for the extra captions of a clip."""
+        chunks, _, _ = self.encode({"text": text})
+        return F.normalize(self.projections["text"](mean_pool(chunks["text"])), dim=-1)
+
     def fuse(self, chunks: Mapping[str, Ragged]) -> Ragged:
         """The common chunk space: per sample, the chunks of every modality in `chunks` merged in time
         order and mixed by the fusion stack, `[ΣC, D]` with time spans and modality ids."""

@@ -23,7 +23,7 @@ from mmchunk.data.synth import synth_corpus
 from mmchunk.eval.robustness import SHORT, condition_transform
 from mmchunk.evaluation import ValidationAccumulator, energy_vad_boundaries, frame_difference_keep
 from mmchunk.metrics import boundary_scores
-from mmchunk.training import AudioTextModule, batch_inputs, run_fit
+from mmchunk.training import AudioTextModule, run_fit, validate_batch
 
 RECIPE = "demo_cpu"  # the built-in recipe the demo trains
 SUMMARY_KEYS = (
@@ -70,8 +70,7 @@ def evaluate(
         for batch in make_dataset(shards, config, transform=transform):
             if not len(batch):
                 continue
-            out = module.model(batch_inputs(batch))
-            acc.update(out.audio_embedding, out.text_embedding, out.routing, batch.meta)
+            out = validate_batch(module.model, batch, acc)
             audio_starts = out.routing["audio"].chunks.t_start
             chunk_cu = out.routing["audio"].chunks.cu_seqlens.tolist()
             waves = batch.audio.split()

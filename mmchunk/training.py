@@ -14,8 +14,9 @@ import torch
 from mmchunk.builtin_recipes import resolve_config_args
 from mmchunk.data import Batch, DataConfig, make_loader
 from mmchunk.data.augment import AugmentConfig
+from mmchunk.data.loader import text_ragged
 from mmchunk.evaluation import ValidationAccumulator
-from mmchunk.model import ChunkFusionModel
+from mmchunk.model import ChunkFusionModel, FusionOutput
 
 
 def batch_inputs(batch: Batch) -> dict:
@@ -24,6 +25,23 @@ def batch_inputs(batch: Batch) -> dict:
     if batch.video is not None and batch.video.num_tokens:
         inputs["video"] = batch.video
     return inputs
+
+
+def validate_batch(model: ChunkFusionModel, batch: Batch, accumulator: ValidationAccumulator) -> FusionOutput:
+    """Run `model` on a validation batch and add it to `accumulator`; clips with several captions
+    have all of them embedded (`embed_text`), for the LAION-CLAP retrieval protocol."""
+    out = model(batch_inputs(batch))
+    text, owner = out.text_embedding, None
+    if any(len(c) > 1 for c in batch.captions):
+        owner = torch.tensor([i for i, c in enumerate(batch.captions) for _ in c])
+        texts = [caption for c in batch.captions for caption in c]
+        rate = batch.meta[0]["_sample_rate"]
+        seconds = [int(n) / rate for n in batch.audio.lengths.tolist()]
+        clips = owner.tolist()
+        captions = text_ragged(texts, [batch.meta[i] for i in clips], [seconds[i] for i in clips])
+        text = model.embed_text(captions.to(text.device))
+    accumulator.update(out.audio_embedding, text, out.routing, batch.meta, owner)
+    return out
 
 
 class AudioTextModule(L.LightningModule):
@@ -86,8 +104,7 @@ class AudioTextModule(L.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         if len(batch) == 0:
             return
-        out = self.model(batch_inputs(batch))
-        self.validation.update(out.audio_embedding, out.text_embedding, out.routing, batch.meta)
+        out = validate_batch(self.model, batch, self.validation)
         self.log("val/loss", out.loss, batch_size=len(batch))
 
     def on_validation_epoch_end(self) -> None:
@@ -161,7 +178,7 @@ class ShardDataModule(L.LightningDataModule):
             sample_rate=h.sample_rate, video_fps=h.video_fps, max_seconds=h.max_seconds,
             max_samples=h.max_samples, use_video=h.use_video,
             shuffle_buffer=h.shuffle_buffer if train else 0, seed=h.seed, cache=h.cache,
-            augment=self.augment if train else None,
+            augment=self.augment if train else None, draw_caption=train,
         )  # fmt: skip
 
     def train_dataloader(self):

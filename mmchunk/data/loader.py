@@ -20,6 +20,7 @@ import torch
 import webdataset as wds
 
 from mmchunk.data.augment import AugmentConfig, augment_samples
+from mmchunk.data.captions import draw_captions, sample_captions
 from mmchunk.data.decode import (
     ALLOWED_EXTS,
     AUDIO_EXTS,
@@ -47,7 +48,9 @@ class DataConfig:
     sample_rate: audio is resampled to this rate (Hz). video_fps, video_size: frames are sampled
     at this rate and resized to (H, W). max_seconds / max_samples: a batch closes before its audio
     would pass `max_seconds` or it would hold more than `max_samples` samples (a longer sample goes
-    alone). require_text: samples without a transcript are skipped. shuffle_buffer: samples mixed
+    alone). require_text: samples without a transcript are skipped. draw_caption: a sample with
+    several captions trains on one drawn per epoch, seeded by (seed, epoch, key) (`draw_captions`;
+    off: the first caption). shuffle_buffer: samples mixed
     in a buffer of this size, seeded by (seed, epoch) (0: stream order). cache: keep every shard's
     decoded samples in memory after its first full read (small corpora; the cache lives in the
     process that decodes, so use it with `num_workers=0`: DataLoader workers restart each epoch).
@@ -61,6 +64,7 @@ class DataConfig:
     max_seconds: float = 120.0
     max_samples: int = 64
     require_text: bool = True
+    draw_caption: bool = False
     use_video: bool = True
     shuffle_buffer: int = 0
     seed: int = 0
@@ -79,7 +83,8 @@ class Skipped:
 
 @dataclass
 class Sample:
-    """One decoded sample: waveform `[N]`, transcript, optional frames `[F, 3, H, W]` with times `[F]`."""
+    """One decoded sample: waveform `[N]`, transcript (the caption in use), optional frames
+    `[F, 3, H, W]` with times `[F]`, and every caption of the clip (`sample_captions`)."""
 
     key: str
     shard: str
@@ -88,6 +93,7 @@ class Sample:
     video: torch.Tensor | None
     video_times: torch.Tensor | None
     meta: dict
+    captions: list[str] = field(default_factory=list)
 
     @property
     def seconds(self) -> float:
@@ -100,7 +106,8 @@ class Batch:
 
     audio: values `[T]` float32, one token per sample; text: UTF-8 bytes `[T]` int64; video: frames
     `[F, 3, H, W]` uint8 (a sample without video is an empty sequence). All carry `t_start`/`t_end`
-    in seconds. `meta` holds each sample's JSON; `skipped` what was dropped since the last batch.
+    in seconds. `meta` holds each sample's JSON; `captions` every caption of each sample (the text
+    batch holds the one in use); `skipped` what was dropped since the last batch.
     """
 
     keys: list[str]
@@ -109,6 +116,7 @@ class Batch:
     video: Ragged | None
     meta: list[dict]
     skipped: list[Skipped] = field(default_factory=list)
+    captions: list[list[str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -230,7 +238,10 @@ def _decode(raw: dict, config: DataConfig) -> Sample:
             except ValueError as exc:
                 raise DecodeError(str(exc)) from None
         member = "txt"
-        text = decode_text(raw["txt"]) if "txt" in raw else meta.get("text")
+        transcript = decode_text(raw["txt"]) if "txt" in raw else None
+        member = "json"
+        captions = sample_captions(transcript, meta)
+        text = captions[0] if captions else None
         if config.require_text and not text:
             raise DecodeError("no transcript (.txt member or 'text' in .json)")
         video = times = None
@@ -240,7 +251,7 @@ def _decode(raw: dict, config: DataConfig) -> Sample:
     except DecodeError as exc:
         raise DecodeError(f".{member}: {exc}") from None
     meta = {**meta, "_sample_rate": config.sample_rate, "_native_rate": native_rate}
-    return Sample(raw["__key__"], raw["__url__"], audio, text, video, times, meta)
+    return Sample(raw["__key__"], raw["__url__"], audio, text, video, times, meta, captions)
 
 
 def text_byte_times(
@@ -287,13 +298,8 @@ def collate(samples: list[Sample], skipped: list[Skipped]) -> Batch:
         t_start=[torch.arange(s.audio.numel()) / rate for s in samples],
         t_end=[(torch.arange(s.audio.numel()) + 1) / rate for s in samples],
     )
-    texts = [s.text or "" for s in samples]
-    spans = [text_byte_times(t, input_words(s.meta), s.seconds) for t, s in zip(texts, samples)]
-    text = Ragged.from_list(
-        [torch.tensor(list(t.encode()), dtype=torch.int64) for t in texts],
-        t_start=[a for a, _ in spans],
-        t_end=[b for _, b in spans],
-    )
+    metas = [s.meta for s in samples]
+    text = text_ragged([s.text or "" for s in samples], metas, [s.seconds for s in samples])
     video = None
     if any(s.video is not None for s in samples):
         shape = next(s.video.shape[1:] for s in samples if s.video is not None)
@@ -302,7 +308,19 @@ def collate(samples: list[Sample], skipped: list[Skipped]) -> Batch:
         times = [s.video_times if s.video is not None else torch.zeros(0) for s in samples]
         step = 1.0 / samples[0].meta.get("_video_fps", 25.0)
         video = Ragged.from_list(frames, t_start=times, t_end=[t + step for t in times])
-    return Batch([s.key for s in samples], audio, text, video, [s.meta for s in samples], skipped)
+    captions = [s.captions for s in samples]
+    return Batch([s.key for s in samples], audio, text, video, metas, skipped, captions)
+
+
+def text_ragged(texts: list[str], metas: list[dict], seconds: list[float]) -> Ragged:
+    """UTF-8 bytes `[T]` int64 of `texts[i]`, a text of the sample with JSON `metas[i]` and audio
+    `seconds[i]` long, with byte time spans on that sample's time axis (`text_byte_times`)."""
+    spans = [text_byte_times(t, input_words(m), d) for t, m, d in zip(texts, metas, seconds)]
+    return Ragged.from_list(
+        [torch.tensor(list(t.encode()), dtype=torch.int64) for t in texts],
+        t_start=[a for a, _ in spans],
+        t_end=[b for _, b in spans],
+    )
 
 
 def budget_batches(items: Iterable[Sample | Skipped], config: DataConfig) -> Iterator[Batch]:
@@ -354,6 +372,8 @@ def make_dataset(
     stages += [_urls, wds.pipelinefilter(read_decoded)(config, cache)]
     if config.shuffle_buffer:
         stages.append(wds.pipelinefilter(shuffle_samples)(config.shuffle_buffer, epoch))
+    if config.draw_caption:
+        stages.append(wds.pipelinefilter(draw_captions)(epoch))
     if config.augment is not None:
         stages.append(wds.pipelinefilter(augment_samples)(config.augment, epoch, config.sample_rate))
     if transform is not None:
