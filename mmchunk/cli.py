@@ -73,12 +73,28 @@ def _data_synth(args: argparse.Namespace) -> int:
 
 
 def _data_pack(args: argparse.Namespace) -> int:
-    from mmchunk.data.pack import pack_folder
+    from mmchunk.data.formats import pack_dataset
 
-    report = pack_folder(args.src, args.out, shard_size=args.shard_size, name=args.name)
+    existing = sorted(args.out.rglob("*.tar")) if args.out.is_dir() else []
+    if existing and not args.overwrite:
+        raise ValueError(f"{args.out} already holds shards ({existing[0]}); pass --overwrite to replace them")
+    for old in [*existing, *args.out.rglob("sizes.json")] if existing else []:
+        old.unlink()
+    report = pack_dataset(args.format, args.src, args.out, shard_size=args.shard_size, name=args.name)
     for path, reason in report.skipped:
         print(f"skipped {path}: {reason}")
-    print(f"packed {report.written} samples into {len(report.shards)} shards under {args.out}")
+    splits: dict[str, int] = {}
+    for shard, count in report.shards.items():
+        split = shard.rpartition("/")[0] or "."
+        splits[split] = splits.get(split, 0) + count
+    for split, count in splits.items():
+        print(f"{split}: {count} samples under {args.out / split}")
+    if report.textless:
+        print(f"{report.textless} samples have no text: fine for export, skipped by training")
+    print(
+        f"packed {report.written} samples into {len(report.shards)} shards under {args.out}; "
+        f"{len(report.skipped)} skipped"
+    )
     if report.written == 0:
         raise ValueError(f"no sample could be packed from {args.src}")
     return 0
@@ -389,18 +405,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     pack = data.add_parser(
         "pack",
-        help="pack a folder of media files with matching stems into shards",
+        help="pack a dataset (a folder of media files, LibriSpeech, Clotho, AudioCaps, ...) into shards",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Group the files under SRC by stem (audio .wav/.flac/.mp3/.ogg, video .mp4/.mkv/.webm, "
-            ".txt, .json, .srt/.vtt subtitles) and write each group with audio or video as one sample; "
-            "subtitle cues become the JSON's 'cues' (the text's input timings, at cue precision) and "
-            "the transcript when there is no .txt. Print every file left out and why."
+            "Convert a dataset's own layout under SRC into shards under OUT (one subfolder per split\n"
+            "where the dataset has splits). Print every file or row left out and why.\n\n"
+            "formats:\n"
+            "  folder       files grouped by stem (audio .wav/.flac/.mp3/.ogg, video .mp4/.mkv/.webm,\n"
+            "               .txt, .json, .srt/.vtt); each group with audio or video is a sample;\n"
+            "               subtitle cues become the JSON's 'cues' and, without a .txt, the transcript\n"
+            "  librispeech  <subset>/<speaker>/<chapter>/*.flac + <speaker>-<chapter>.trans.txt\n"
+            "  clotho       clotho_captions_<split>.csv (file_name, caption_1..5) + the audio files\n"
+            "  audiocaps    <split>.csv (audiocap_id, youtube_id, start_time, caption) + audio files\n"
+            "               named <audiocap_id>, <youtube_id>, Y<youtube_id> or <youtube_id>_<start>\n"
+            "  laion        LAION-audio .tar shards (<key>.flac + <key>.json with a 'text' list)\n"
+            "  videofolder  .mp4/.mkv/.webm with sound (the container's audio becomes the sample's),\n"
+            "               optional .srt/.vtt/.txt beside each\n"
+            "Several captions (Clotho, AudioCaps, LAION) go into the JSON's 'text' list: training draws\n"
+            "one per epoch, validation scores by the LAION-CLAP protocol."
         ),
     )
-    pack.add_argument("src", type=Path, help="folder of media files")
+    pack.add_argument("src", type=Path, help="the dataset's folder")
+    pack.add_argument(
+        "--format",
+        default="folder",
+        choices=["folder", "librispeech", "clotho", "audiocaps", "laion", "videofolder"],
+        help="layout of SRC (default folder)",
+    )
     pack.add_argument("--out", type=Path, required=True, help="output folder for the shards")
     pack.add_argument("--shard-size", type=positive_int, default=256, help="samples per shard (256)")
-    pack.add_argument("--name", default="data", help="shard name prefix (default 'data')")
+    pack.add_argument("--name", default="data", help="shard name prefix of a dataset without splits ('data')")
+    pack.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the .tar shards and sizes.json already under --out first",
+    )
     pack.set_defaults(func=_data_pack)
 
     check = data.add_parser(

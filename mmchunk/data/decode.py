@@ -47,10 +47,11 @@ def decode_audio(data: bytes, sample_rate: int) -> tuple[torch.Tensor, int]:
     return mono, native
 
 
-def decode_container_audio(data: bytes, sample_rate: int) -> tuple[torch.Tensor, int] | None:
+def decode_container_audio(data: bytes, sample_rate: int | None) -> tuple[torch.Tensor, int] | None:
     """The first audio stream of a video container (PyAV): mono float32 `[N]` resampled to
-    `sample_rate` as `decode_audio` does (channels averaged, then torchaudio's resampler), and the
-    stream's own rate; None when the container has no audio stream."""
+    `sample_rate` as `decode_audio` does (channels averaged, then torchaudio's resampler; None:
+    kept at the stream's rate), and the stream's own rate; None when the container has no audio
+    stream."""
     import av
 
     try:
@@ -71,7 +72,7 @@ def decode_container_audio(data: bytes, sample_rate: int) -> tuple[torch.Tensor,
     mono = torch.from_numpy(np.concatenate(blocks, axis=1).mean(axis=0).astype(np.float32))
     if not torch.isfinite(mono).all():
         raise DecodeError("audio contains NaN or infinite samples")
-    if native != sample_rate:
+    if sample_rate is not None and native != sample_rate:
         mono = torchaudio.functional.resample(mono, native, sample_rate)
     return mono, native
 

@@ -50,7 +50,8 @@ def _blocks(lines: list[str]) -> list[tuple[int, list[str]]]:
 def parse_subtitles(source: str, name: str = "<subtitles>", kind: str | None = None) -> list[Cue]:
     """Cues of an SRT or WebVTT text in file order (`kind` "srt" or "vtt"; default: "vtt" when the
     text starts with `WEBVTT`). Tags (`<i>`, `<v Name>`) are dropped, lines of a cue joined by a
-    space, empty cues skipped. Malformed cues raise `SubtitleError` "name:line: what is wrong"."""
+    space, empty cues skipped. Malformed cues, and cues out of order (starting before the previous
+    cue's start), raise `SubtitleError` "name:line: what is wrong"."""
     lines = source.lstrip("\ufeff").splitlines()
     if kind is None:
         kind = "vtt" if lines and lines[0].startswith("WEBVTT") else "srt"
@@ -71,6 +72,9 @@ def parse_subtitles(source: str, name: str = "<subtitles>", kind: str | None = N
         begin, end = _seconds(*match.groups()[:4]), _seconds(*match.groups()[4:])
         if end < begin:
             raise SubtitleError(f"{name}:{start + timing}: the cue ends ({end:.3f} s) before it starts")
+        if cues and begin < cues[-1].start:
+            at, previous = f"{name}:{start + timing}", cues[-1].start
+            raise SubtitleError(f"{at}: cue out of order: starts at {begin:.3f} s, before {previous:.3f} s")
         text = " ".join(" ".join(_TAG.sub("", line).split()) for line in block[timing + 1 :]).strip()
         if text:
             cues.append(Cue(begin, end, text))
