@@ -71,7 +71,7 @@ class ValidationAccumulator:
             self.tokens[m] = self.tokens.get(m, 0) + r.residual.shape[0]
             self.chunks[m] = self.chunks.get(m, 0) + r.chunks.num_tokens
         for meta in metas:
-            duration = float(meta.get("duration", 0.0))
+            duration = float(meta["_seconds"])
             self.seconds += duration
             self.speech_seconds += duration - sum(e - s for s, e in meta.get("silences", []))
         self.metas.extend(metas)
@@ -79,28 +79,29 @@ class ValidationAccumulator:
     def compute(self) -> dict[str, float]:
         """Retrieval (a2t/t2a R@1/5/10, mAP@10; by the LAION-CLAP protocol when clips have several
         captions, `caption_retrieval_metrics`, with `captions_per_clip`), compression and chunk
-        rate per modality (audio also per second of speech, the time outside the silences), boundary
-        P/R/F1/R-value at 20 and 50 ms against word onsets, and the share of audio boundaries
+        rate per modality, and where the data has the annotations (the built-in corpus; real
+        datasets have none): the audio chunk rate per second of speech (outside the silences),
+        boundary P/R/F1/R-value at 20 and 50 ms against word onsets, and the share of audio boundaries
         inside silences (video: inside static spans, more than a token period from their edges)
         beside the share of time those spans take."""
         scores = caption_retrieval_metrics(torch.cat(self.audio), torch.cat(self.text), torch.cat(self.owner))
         for m in self.tokens:
             scores[f"compression_{m}"] = self.tokens[m] / max(self.chunks[m], 1)
             scores[f"chunk_rate_{m}_hz"] = self.chunks[m] / max(self.seconds, 1e-9)
-        if "audio" in self.chunks:
+        if "audio" in self.chunks and any("silences" in meta for meta in self.metas):
             scores["chunk_rate_audio_speech_hz"] = self.chunks["audio"] / max(self.speech_seconds, 1e-9)
         audio = self.predicted.get("audio", [])
         offset, predicted, reference = 0.0, [], []
         for times, meta in zip(audio, self.metas):
             predicted += [t + offset for t in times]
             reference += [w["start"] + offset for w in meta.get("words", [])]
-            offset += float(meta.get("duration", 0.0)) + 10.0
-        for tol in (20, 50):
+            offset += float(meta["_seconds"]) + 10.0
+        for tol in (20, 50) if reference else ():
             s = boundary_scores(predicted, reference, tol / 1000)
             for k in ("precision", "recall", "f1", "r_value"):
                 scores[f"boundary_{k}_{tol}ms"] = s[k]
         for m, key, name in (("audio", "silences", "silence"), ("video", "static", "static")):
-            if m not in self.predicted:
+            if m not in self.predicted or not any(key in meta for meta in self.metas):
                 continue
             inside = total = 0
             span_time = 0.0

@@ -79,7 +79,7 @@ def evaluate(
                 for name in vads:
                     predicted[name] += [t + offset for t in found[name][i]]
                 reference += [w["start"] + offset for w in meta.get("words", [])]
-                offset += meta["duration"] + 10.0
+                offset += meta["_seconds"] + 10.0
                 if len(examples) < 3:
                     examples.append((wave, meta, audio_starts[chunk_cu[i] + 1 : chunk_cu[i + 1]].tolist()))
             if batch.video is not None:
@@ -88,7 +88,7 @@ def evaluate(
                         kept += int(frame_difference_keep(clip).sum())
                         frames += len(clip)
     scores = acc.compute()
-    for name, times in predicted.items():
+    for name, times in predicted.items() if reference else ():  # no word times: nothing to score against
         prefix = "baseline" if name == "energy" else name
         for tol in (20, 50):
             scores[f"{prefix}_boundary_f1_{tol}ms"] = boundary_scores(times, reference, tol / 1000)["f1"]
@@ -116,7 +116,7 @@ def plot_boundaries(examples: list, path: Path, sample_rate: int = 16_000) -> No
         for x in learned:
             ax.axvline(x, color="tab:red", linewidth=1.0)
         ax.set_title(f"{meta.get('key', '')}: {meta.get('text', '')}", fontsize=9)
-        ax.set_xlim(0, meta["duration"])
+        ax.set_xlim(0, meta["_seconds"])
     axes[-1, 0].set_xlabel("time (s) — red: learned chunk boundaries, green: word onsets, blue: silence")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

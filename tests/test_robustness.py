@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 
 from mmchunk.data import Sample
 from mmchunk.data.acoustics import rms_dbfs
+from mmchunk.data.shards import ShardWriter
 from mmchunk.eval.robustness import (
     AUDIO_CONDITIONS,
     CONDITIONS,
@@ -91,6 +93,34 @@ def test_report_runs_and_formats(trained):
     assert [line.split()[0] for line in lines[1:4]] == ["clean", "gain-20dB", "pink-10dB"]
     assert lines[5].split()[:2] == ["video", "condition"] and lines[6].split()[0] == "video-noise"
     assert len(lines[1].split()) == 10  # the name and nine numbers
+
+
+def test_report_on_data_without_annotations(trained, tmp_path):
+    """A dataset as users have it (two captions per clip, no word, silence or static times): the
+    report scores retrieval by the LAION-CLAP protocol and leaves the annotation columns empty."""
+    data, ckpt = trained
+    with ShardWriter(tmp_path / "captions", "c", 8) as writer:
+        for shard in sorted((data / "val").glob("*.tar")):
+            with tarfile.open(shard) as tar:
+                members = {m.name: tar.extractfile(m).read() for m in tar}
+            for name in sorted(n for n in members if n.endswith(".flac")):
+                text = members[name.replace(".flac", ".txt")].decode()
+                meta = json.dumps({"text": [text, text.upper()]}).encode()
+                writer.write(name.removesuffix(".flac"), {"flac": members[name], "json": meta})
+    report = run_robustness(ckpt, str(tmp_path / "captions"), ["clean"], progress=False)
+    clean = report["conditions"]["clean"]
+    assert clean["captions_per_clip"] == 2.0 and 0.0 <= clean["a2t_R@1"] <= 1.0
+    absent = (
+        "boundary_f1_50ms",
+        "baseline_boundary_f1_50ms",
+        "silence_boundary_fraction",
+        "chunk_rate_audio_speech_hz",
+    )
+    assert not any(key in clean for key in absent) and clean["compression_audio"] > 1.0
+    lines = format_report(report).splitlines()
+    assert lines[1].split()[3] == "—" and lines[1].split()[-2] == f"{clean['compression_audio']:.3f}"
+    assert lines[-2].startswith("retrieval: LAION-CLAP protocol, 2.00 captions per clip")
+    assert lines[-1].startswith("—: the data has no annotation")
 
 
 def test_cli_report_json_and_bad_input(trained, tmp_path):

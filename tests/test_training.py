@@ -21,7 +21,7 @@ def test_fraction_inside_and_accumulator_scores():
     assert fraction_inside([0.05, 0.5, 0.95, 1.0], [[0.0, 1.0]], margin=0.1) == (1, 4)  # edges ±1 token
     acc = ValidationAccumulator()
     emb = torch.nn.functional.normalize(torch.eye(3), dim=-1)
-    acc.update(emb, emb, {}, [{"duration": 1.0}] * 3)
+    acc.update(emb, emb, {}, [{"_seconds": 1.0}] * 3)
     scores = acc.compute()
     assert scores["a2t_R@1"] == 1.0 and scores["t2a_mAP@10"] == 1.0
 

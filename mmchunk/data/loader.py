@@ -106,8 +106,9 @@ class Batch:
 
     audio: values `[T]` float32, one token per sample; text: UTF-8 bytes `[T]` int64; video: frames
     `[F, 3, H, W]` uint8 (a sample without video is an empty sequence). All carry `t_start`/`t_end`
-    in seconds. `meta` holds each sample's JSON; `captions` every caption of each sample (the text
-    batch holds the one in use); `skipped` what was dropped since the last batch.
+    in seconds. `meta` holds each sample's JSON (with `_seconds`, its audio's length); `captions`
+    every caption of each sample (the text batch holds the one in use); `skipped` what was dropped
+    since the last batch.
     """
 
     keys: list[str]
@@ -298,7 +299,7 @@ def collate(samples: list[Sample], skipped: list[Skipped]) -> Batch:
         t_start=[torch.arange(s.audio.numel()) / rate for s in samples],
         t_end=[(torch.arange(s.audio.numel()) + 1) / rate for s in samples],
     )
-    metas = [s.meta for s in samples]
+    metas = [{**s.meta, "_seconds": s.seconds} for s in samples]
     text = text_ragged([s.text or "" for s in samples], metas, [s.seconds for s in samples])
     video = None
     if any(s.video is not None for s in samples):

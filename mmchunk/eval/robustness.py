@@ -140,7 +140,8 @@ def run_robustness(
 
 
 def format_report(report: dict) -> str:
-    """The report as text tables: audio conditions, then video conditions (where the data has video)."""
+    """The report as text tables: audio conditions, then video conditions (where the data has video);
+    "—" where the data has no annotation for a column (real datasets have no word or silence times)."""
     lines = []
     for title, names, columns in (
         ("audio", AUDIO_CONDITIONS, AUDIO_COLUMNS),
@@ -155,7 +156,16 @@ def format_report(report: dict) -> str:
             f"{title + ' condition':<14}" + "".join(f"{h:>{max(len(h) + 2, 9)}}" for h, _ in columns)
         )
         for name, scores in rows:
-            cells = [f"{scores.get(key, float('nan')):>{max(len(h) + 2, 9)}.3f}" for h, key in columns]
+            cells = [
+                f"{scores[key]:>{max(len(h) + 2, 9)}.3f}" if key in scores else f"{'—':>{max(len(h) + 2, 9)}}"
+                for h, key in columns
+            ]
             lines.append(f"{name:<14}" + "".join(cells))
         lines.append("")
+    per_clip = max((s.get("captions_per_clip", 1.0) for s in report["conditions"].values()), default=1.0)
+    if per_clip > 1:
+        protocol = "t2a: every caption; a2t: the best one"
+        lines.append(f"retrieval: LAION-CLAP protocol, {per_clip:.2f} captions per clip ({protocol})")
+    if any("—" in line for line in lines):
+        lines.append("—: the data has no annotation (word, silence or static times) to score this against")
     return "\n".join(lines).rstrip()
