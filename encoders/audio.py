@@ -127,7 +127,28 @@ class AudioSamples(ModalityEncoder):
         self.norm = RMSNorm(dim)
         self.mixing = MixerStack(dim, depth, mixer)
 
-    def features(self, frames: Tensor, frame_cu: Tensor, index: Tensor) -> Tensor:
+    def frame_power(self, frames: Tensor) -> Tensor:
+        """What the level statistics average over a recording's frames `[F, width]`: each frame's
+        mean power `[F, 1]` (conv) or its mel power `[F, n_mels]` (logmel)."""
+        if self.stem_kind == "conv":
+            return frames.pow(2).mean(1, keepdim=True)
+        return torch.fft.rfft(frames * self.window, n=self.n_fft).abs().pow(2) @ self.fbank
+
+    def level_stats(self, power: Tensor, frame_cu: Tensor) -> dict[str, Tensor]:
+        """The per-recording statistics `features` takes the level out with, from the `frame_power`
+        `[F, ...]` of all the frames of the recordings `frame_cu [B+1]`: conv `{"rms": [B, 1]}`;
+        logmel `{"floor": [B, 1], "level": [B, n_mels] or [B, 1]}` (`band_mean`). A long recording
+        gets them from streamed passes over its frames instead (`mmchunk.longform`)."""
+        if self.stem_kind == "conv":
+            return {"rms": segment_reduce(power, frame_cu, "mean").sqrt()}
+        floor = segment_reduce(power.mean(1, keepdim=True), frame_cu, "mean") * MEL_FLOOR + 1e-30
+        logmel = torch.log(power + per_sequence(floor, seq_lengths(frame_cu)))
+        level = segment_reduce(logmel if self.band_mean else logmel.mean(1, keepdim=True), frame_cu, "mean")
+        return {"floor": floor, "level": level}
+
+    def features(
+        self, frames: Tensor, frame_cu: Tensor, index: Tensor, stats: dict[str, Tensor] | None = None
+    ) -> Tensor:
         """Frames `[F, width]` of the recordings `frame_cu [B+1]` (each frame's `index [F]` within its
         recording) → stem features `[F, D]`, the same for any level of each recording.
 
@@ -136,27 +157,26 @@ class AudioSamples(ModalityEncoder):
         per recording: its level), scaled by a fixed 1/4. Only the level is taken out: the relative
         energies of frames and bands, which tell speech from a noise floor, stay as they are
         (per-band variance normalisation would blow a band holding only noise up to the scale of
-        the bands that carry speech).
+        the bands that carry speech). `stats` (`level_stats`, `[B, ...]` per recording) replaces
+        the statistics of these frames: a window of a long recording uses the whole recording's.
         """
         lengths = seq_lengths(frame_cu)
+        power = self.frame_power(frames)
+        stats = stats or self.level_stats(power, frame_cu)
         if self.stem_kind == "conv":
-            rms = segment_reduce(frames.pow(2).mean(1, keepdim=True), frame_cu, "mean").sqrt()
-            frames = frames / (per_sequence(rms, lengths) + 1e-12)
+            frames = frames / (per_sequence(stats["rms"], lengths) + 1e-12)
             return self.proj(self.stem(frames[:, None]).mean(-1))
-        power = torch.fft.rfft(frames * self.window, n=self.n_fft).abs().pow(2)
-        mel = power @ self.fbank
-        floor = segment_reduce(mel.mean(1, keepdim=True), frame_cu, "mean") * MEL_FLOOR + 1e-30
-        logmel = torch.log(mel + per_sequence(floor, lengths))
-        level = segment_reduce(logmel if self.band_mean else logmel.mean(1, keepdim=True), frame_cu, "mean")
-        feats = (logmel - per_sequence(level, lengths)) / 4.0
+        logmel = torch.log(power + per_sequence(stats["floor"], lengths))
+        feats = (logmel - per_sequence(stats["level"], lengths)) / 4.0
         return self.proj(stack_context(feats, frame_cu, index, self.context))
 
-    def forward(self, x: Ragged) -> Ragged:
-        """Waveforms `[N]` (float, `sample_rate`) → frame features `[F, D]` with 20 ms time spans."""
+    def forward(self, x: Ragged, stats: dict[str, Tensor] | None = None) -> Ragged:
+        """Waveforms `[N]` (float, `sample_rate`) → frame features `[F, D]` with frame time spans;
+        `stats` as in `features`."""
         frames, frame_cu, index = frame_waveforms(x, self.hop, self.width)
         t_start = index.float() * (self.hop / self.sample_rate)
         features = Ragged(
-            self.norm(self.features(frames, frame_cu, index)),
+            self.norm(self.features(frames, frame_cu, index, stats)),
             frame_cu,
             t_start=t_start,
             t_end=t_start + self.hop / self.sample_rate,

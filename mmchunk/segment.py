@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from mmchunk.data.decode import (
     decode_video,
 )
 from mmchunk.data.loader import text_byte_times
+from mmchunk.longform import audio_length, long_audio_boundaries, waveform_envelope
 from mmchunk.model import ChunkFusionModel
 from mmchunk.ragged import Ragged
 
@@ -58,14 +60,46 @@ def read_inputs(path: Path, model: ChunkFusionModel) -> tuple[dict[str, Ragged],
     raise ValueError(f"{path}: unsupported file type .{ext} (known: {known})")
 
 
-def segment_file(path: str | Path, checkpoint: str | Path | None = None) -> dict:
+def audio_chunks(starts: torch.Tensor, frames: int, length: int, hop: int, rate: int) -> list[dict]:
+    """Audio chunks from the frame indices of their starts `[C]` (the first 0) in a recording of
+    `frames` frames and `length` samples: contiguous spans from integer sample positions, the last
+    ending at the recording's end."""
+    edges = [*starts.tolist(), frames]
+    seconds = [round(min(f * hop, length) / rate, 4) for f in edges]
+    return [{"modality": "audio", "t0": a, "t1": b} for a, b in itertools.pairwise(seconds)]
+
+
+def segment_file(
+    path: str | Path, checkpoint: str | Path | None = None, *, window_s: float = 60.0, context_s: float = 10.0
+) -> dict:
     """Chunk one audio, video or text file: `{"file", "modality", "modalities", "duration",
     "checkpoint", "compression", "chunks": [{"modality", "t0", "t1"}, ...]}`. A video with sound
     gives the chunks of both on one time axis (ordered by start; "modality" is the file's kind,
     "modalities" every one chunked, "compression" tokens per chunk over all of them, and
-    "compression_by_modality" each one's)."""
+    "compression_by_modality" each one's). An audio file longer than `window_s` is read and chunked
+    window by window with `context_s` on either side (`mmchunk.longform`: bounded memory, the
+    boundaries of one pass); "windows" says how many."""
     path = Path(path)
     model, label = load_model(checkpoint)
+    encoder = model.encoders["audio"]
+    windows = 1
+    if path.suffix.lower().lstrip(".") in AUDIO_EXTS:
+        length = audio_length(path, encoder.sample_rate)
+        if length > window_s * encoder.sample_rate:
+            starts, frames, length = long_audio_boundaries(
+                model, path, window_s=window_s, context_s=context_s
+            )
+            windows = -(-frames // max(1, round(window_s * encoder.native_rate_hz)))
+            chunks = audio_chunks(starts, frames, length, encoder.hop, encoder.sample_rate)
+            return _report(
+                path,
+                label,
+                {"audio": frames},
+                {"audio": len(chunks)},
+                chunks,
+                length / encoder.sample_rate,
+                windows,
+            )
     inputs, duration = read_inputs(path, model)
     chunks, tokens, counts = [], {}, {}
     for modality, x in inputs.items():
@@ -75,19 +109,30 @@ def segment_file(path: str | Path, checkpoint: str | Path | None = None) -> dict
                             modality=torch.full((feats.num_tokens,), MODALITY_IDS[modality]))  # fmt: skip
             routed = model.chunker(tagged)
         tokens[modality], counts[modality] = feats.num_tokens, routed.chunks.num_tokens
+        if modality == "audio":
+            starts = routed.boundary_mask.nonzero().squeeze(1)
+            chunks += audio_chunks(starts, feats.num_tokens, x.num_tokens, encoder.hop, encoder.sample_rate)
+            continue
         chunks += [
             {"modality": modality, "t0": round(float(a), 4), "t1": round(float(b), 4)}
             for a, b in zip(routed.chunks.t_start, routed.chunks.t_end)
         ]
     chunks.sort(key=lambda c: (c["t0"], c["modality"]))
+    return _report(path, label, tokens, counts, chunks, duration, windows)
+
+
+def _report(
+    path: Path, label: str, tokens: dict, counts: dict, chunks: list, duration: float, windows: int
+) -> dict:
     return {
         "file": str(path),
-        "modality": next(iter(inputs)),
-        "modalities": list(inputs),
+        "modality": next(iter(tokens)),
+        "modalities": list(tokens),
         "duration": round(duration, 4),
         "checkpoint": label,
         "compression": round(sum(tokens.values()) / max(sum(counts.values()), 1), 3),
-        "compression_by_modality": {m: round(tokens[m] / max(counts[m], 1), 3) for m in inputs},
+        "compression_by_modality": {m: round(tokens[m] / max(counts[m], 1), 3) for m in tokens},
+        "windows": windows,
         "chunks": chunks,
     }
 
@@ -102,10 +147,9 @@ def plot_segments(report: dict, path: str | Path, sample_rate: int = 16_000) -> 
 
     fig, ax = plt.subplots(figsize=(11, 1.8))
     if report["modality"] == "audio":
-        wave, _ = decode_audio(Path(report["file"]).read_bytes(), sample_rate)
-        peak = float(wave.abs().max()) or 1.0
-        times = torch.arange(wave.numel()) / sample_rate
-        ax.plot(times.numpy(), (wave / peak).numpy(), color="0.3", linewidth=0.4)
+        times, peaks = waveform_envelope(report["file"], sample_rate)
+        peaks = peaks / (float(peaks.max()) or 1.0)
+        ax.fill_between(times.numpy(), -peaks.numpy(), peaks.numpy(), color="0.3", linewidth=0)
     rows = report["modalities"]  # one band per modality, on one time axis
     for row, modality in enumerate(rows):
         band = {"ymin": row / len(rows), "ymax": (row + 1) / len(rows)}

@@ -1,0 +1,202 @@
+"""Long recordings in bounded memory: the file read block by block at the model's rate, the audio
+encoder's level statistics from streamed passes, and the encoder and chunker run on overlapping
+windows whose boundaries are stitched into those of one pass over the whole recording.
+
+One pass over an hour of audio holds the waveform, every frame and every activation at once (GBs);
+here memory is set by the window. Boundaries equal one pass wherever the receptive field allows:
+the stem's frames, context stacking and the routing windows are local, and the level statistics
+are the whole recording's (the same numbers, summed in another order); only the recurrent mixers
+see back to the recording's start in one pass, so a window starts them `context_s` early, by
+which time what came before has faded (measured: `benchmarks/long_audio.py`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile
+import torch
+import torchaudio
+from torch import Tensor
+from tqdm import tqdm
+
+from mmchunk.chunkspace import MODALITY_IDS
+from mmchunk.data.decode import DecodeError
+from mmchunk.encoders.audio import MEL_FLOOR, frame_waveforms
+from mmchunk.model import ChunkFusionModel
+from mmchunk.ragged import Ragged
+
+RESAMPLE_MARGIN = 4096  # native samples beyond each block: more than the resampling kernel's reach
+
+
+def audio_length(path: str | Path, rate: int) -> int:
+    """Samples of the file's audio at `rate` (as `decode_audio` would give); DecodeError when the
+    file cannot be read or holds no samples."""
+    try:
+        info = soundfile.info(str(path))
+    except Exception as exc:  # libsndfile raises several types for corrupt input
+        raise DecodeError(f"{path}: unreadable audio: {' '.join(str(exc).split())}") from None
+    if info.frames <= 0:
+        raise DecodeError(f"{path}: audio has no samples")
+    return math.ceil(info.frames * rate / info.samplerate)
+
+
+def read_blocks(path: str | Path, rate: int, block_seconds: float = 30.0) -> Iterator[Tensor]:
+    """The file's mono waveform at `rate` as consecutive float32 pieces `[n_i]` of about
+    `block_seconds`, read and resampled block by block: concatenated, they are `decode_audio` of the
+    whole file (channels averaged; each block resampled with `RESAMPLE_MARGIN` native samples on
+    either side, starting on the resampler's phase grid, so its output samples are the whole file's)."""
+    with soundfile.SoundFile(str(path)) as f:
+        native, total = f.samplerate, f.frames
+
+        def read(n: int) -> Tensor:
+            return torch.from_numpy(f.read(n, dtype="float32", always_2d=True).mean(axis=1))
+
+        if native == rate:
+            block = max(1, round(block_seconds * rate))
+            while (piece := read(block)).numel():
+                yield piece
+            return
+        g = math.gcd(native, rate)
+        step_in, step_out = native // g, rate // g
+        block = max(1, round(block_seconds * native / step_in)) * step_in
+        margin = (-(-RESAMPLE_MARGIN // step_in) + 1) * step_in
+        out_total = math.ceil(total * rate / native)
+        buffer, buffer_start, emitted, position = torch.zeros(0), 0, 0, 0
+        while emitted < out_total:
+            want = min(total, position + block + margin)
+            while (missing := want - buffer_start - buffer.numel()) > 0 and (more := read(missing)).numel():
+                buffer = torch.cat([buffer, more])
+            start = max(0, position - margin)
+            segment = buffer[start - buffer_start : want - buffer_start]
+            out = torchaudio.functional.resample(segment, native, rate)
+            offset = (position - start) // step_in * step_out
+            count = min(block // step_in * step_out, out_total - emitted)
+            piece = out[offset : offset + count]
+            if not piece.numel():
+                return
+            yield piece
+            emitted += piece.numel()
+            position += block
+            keep = max(0, position - margin) - buffer_start
+            buffer, buffer_start = buffer[keep:], buffer_start + keep
+
+
+def waveform_envelope(path: str | Path, rate: int, bins: int = 4000) -> tuple[Tensor, Tensor]:
+    """The file's waveform at `rate` as the peak |x| of (up to) `bins` equal spans `[S]` and the
+    spans' centre times `[S]` in s, streamed (`read_blocks`): a plot of any length in fixed memory."""
+    length = audio_length(path, rate)
+    size = -(-length // bins)
+    peaks, position = torch.zeros(-(-length // size)), 0
+    for piece in read_blocks(path, rate):
+        index = (position + torch.arange(piece.numel())) // size
+        peaks.scatter_reduce_(0, index.clamp(max=peaks.numel() - 1), piece.abs(), "amax")
+        position += piece.numel()
+    return (torch.arange(peaks.numel()) + 0.5) * size / rate, peaks
+
+
+class SampleCursor:
+    """Forward-only access to a stream of waveform pieces: `take(start, stop)` gives samples
+    `[start, stop)` (cut at the stream's end) and forgets everything before `start`."""
+
+    def __init__(self, pieces: Iterator[Tensor]) -> None:
+        self.pieces, self.buffer, self.start = pieces, torch.zeros(0), 0
+
+    def take(self, start: int, stop: int) -> Tensor:
+        if start < self.start:
+            raise ValueError(f"SampleCursor: sample {start} was already dropped (at {self.start})")
+        while self.start + self.buffer.numel() < stop and (piece := next(self.pieces, None)) is not None:
+            self.buffer = torch.cat([self.buffer, piece])
+        self.buffer, self.start = self.buffer[start - self.start :], start
+        return self.buffer[: stop - start]
+
+
+@dataclass
+class FrameWindow:
+    """Global frames `[first, stop)` of a recording, computed from samples that begin at frame
+    `offset` (`offset ≤ first`): local frame j of those samples is global frame `offset + j`."""
+
+    first: int
+    stop: int
+    offset: int
+
+
+def frame_windows(frames: int, window: int, context: int) -> Iterator[FrameWindow]:
+    """Windows of `window` frames over `frames`, each computed with `context` frames on either side."""
+    for first in range(0, frames, window):
+        yield FrameWindow(first, min(frames, first + window), max(0, first - context))
+
+
+def window_samples(cursor: SampleCursor, w: FrameWindow, hop: int, context: int, length: int) -> Tensor:
+    """The samples of window `w`'s frames with `context` frames on either side, from frame `w.offset`."""
+    return cursor.take(w.offset * hop, min(length, (w.stop + context) * hop))
+
+
+def streamed_level_stats(
+    encoder, path: str | Path, length: int, window: int, block_seconds: float = 30.0
+) -> dict[str, Tensor]:
+    """`encoder.level_stats` of the whole recording at `path` (`length` samples at the encoder's
+    rate) from passes over windows of `window` frames (two for the log-mel stem: the floor, then
+    the mean log-mel above it), summed in float64. Returns `[1, ...]` tensors."""
+    hop, rate = encoder.hop, encoder.sample_rate
+    frames = -(-length // hop)
+    reach = -(-encoder.width // hop)  # frames whose analysis window reaches a window's edge
+
+    def powers() -> Iterator[Tensor]:
+        cursor = SampleCursor(read_blocks(path, rate, block_seconds))
+        for w in frame_windows(frames, window, reach):
+            wave = window_samples(cursor, w, hop, reach, length)
+            cut, _, _ = frame_waveforms(Ragged.from_list([wave]), hop, encoder.width)
+            yield encoder.frame_power(cut[w.first - w.offset : w.stop - w.offset]).double()
+
+    if encoder.stem_kind == "conv":
+        total = sum(p.sum() for p in powers())
+        return {"rms": (total / frames).sqrt().float().reshape(1, 1)}
+    floor = sum(p.mean(1).sum() for p in powers()) / frames * MEL_FLOOR + 1e-30
+    log_sum = sum(torch.log(p + floor).sum(0) for p in powers())
+    level = log_sum / frames if encoder.band_mean else (log_sum / frames).mean().reshape(1)
+    return {"floor": floor.float().reshape(1, 1), "level": level.float()[None, :]}
+
+
+def long_audio_boundaries(
+    model: ChunkFusionModel,
+    path: str | Path,
+    *,
+    window_s: float = 60.0,
+    context_s: float = 10.0,
+    block_s: float = 30.0,
+    progress: bool = False,
+) -> tuple[Tensor, int, int]:
+    """The audio chunker's boundaries on the file at `path`, window by window: (global frame
+    indices of the chunk starts `[C]` int64, the first always 0; the number of frames; the number of
+    samples at the encoder's rate). Memory is set by `window_s + 2·context_s`, not the file's length."""
+    encoder = model.encoders["audio"]
+    center = model.chunker.routing_center
+    if center is not None and MODALITY_IDS["audio"] < len(center) and bool(center[MODALITY_IDS["audio"]]):
+        raise ValueError("routing_center for audio uses the whole recording's mean: it has no windowed form")
+    hop, rate = encoder.hop, encoder.sample_rate
+    length = audio_length(path, rate)
+    frames = -(-length // hop)
+    window = max(1, round(window_s * rate / hop))
+    context = round(context_s * rate / hop) + -(-encoder.width // hop)
+    with torch.no_grad():
+        stats = streamed_level_stats(encoder, path, length, window, block_s)
+        cursor = SampleCursor(read_blocks(path, rate, block_s))
+        starts = []
+        count = -(-frames // window)
+        for w in tqdm(
+            frame_windows(frames, window, context), total=count, desc="windows", disable=not progress
+        ):
+            wave = window_samples(cursor, w, hop, context, length)
+            feats = encoder(Ragged.from_list([wave]), stats)
+            tagged = Ragged(feats.values, feats.cu_seqlens, t_start=feats.t_start, t_end=feats.t_end,
+                            modality=torch.full((feats.num_tokens,), MODALITY_IDS["audio"]))  # fmt: skip
+            mask = model.chunker(tagged).boundary_mask[w.first - w.offset : w.stop - w.offset]
+            starts.append(mask.nonzero().squeeze(1) + w.first)
+    starts = torch.cat(starts) if starts else torch.zeros(0, dtype=torch.long)
+    if not starts.numel() or starts[0] != 0:
+        starts = torch.cat([torch.zeros(1, dtype=torch.long), starts])
+    return starts, frames, length
