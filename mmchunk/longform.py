@@ -13,7 +13,7 @@ which time what came before has faded (measured: `benchmarks/long_audio.py`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,18 +135,19 @@ def window_samples(cursor: SampleCursor, w: FrameWindow, hop: int, context: int,
     return cursor.take(w.offset * hop, min(length, (w.stop + context) * hop))
 
 
-def streamed_level_stats(
-    encoder, path: str | Path, length: int, window: int, block_seconds: float = 30.0
-) -> dict[str, Tensor]:
-    """`encoder.level_stats` of the whole recording at `path` (`length` samples at the encoder's
-    rate) from passes over windows of `window` frames (two for the log-mel stem: the floor, then
+Pieces = Callable[[], Iterator[Tensor]]  # a fresh stream of a recording's waveform pieces `[n_i]` per call
+
+
+def streamed_level_stats(encoder, pieces: Pieces, length: int, window: int) -> dict[str, Tensor]:
+    """`encoder.level_stats` of a whole recording of `length` samples at the encoder's rate, from
+    passes over `pieces()` in windows of `window` frames (two for the log-mel stem: the floor, then
     the mean log-mel above it), summed in float64. Returns `[1, ...]` tensors."""
-    hop, rate = encoder.hop, encoder.sample_rate
+    hop = encoder.hop
     frames = -(-length // hop)
     reach = -(-encoder.width // hop)  # frames whose analysis window reaches a window's edge
 
     def powers() -> Iterator[Tensor]:
-        cursor = SampleCursor(read_blocks(path, rate, block_seconds))
+        cursor = SampleCursor(pieces())
         for w in frame_windows(frames, window, reach):
             wave = window_samples(cursor, w, hop, reach, length)
             cut, _, _ = frame_waveforms(Ragged.from_list([wave]), hop, encoder.width)
@@ -161,6 +162,40 @@ def streamed_level_stats(
     return {"floor": floor.float().reshape(1, 1), "level": level.float()[None, :]}
 
 
+def windowed_routing(
+    model: ChunkFusionModel,
+    pieces: Pieces,
+    length: int,
+    *,
+    window_s: float = 60.0,
+    context_s: float = 10.0,
+    progress: bool = False,
+) -> Iterator[tuple[FrameWindow, Tensor, Tensor]]:
+    """The audio encoder and chunker over a recording of `length` samples (`pieces`), window by
+    window with `context_s` on either side and the whole recording's level statistics: per window,
+    (its frames, their boundary mask `[n]`, their encoder features `[n, D]`). Memory is set by
+    `window_s + 2·context_s`, not the recording's length."""
+    encoder = model.encoders["audio"]
+    center = model.chunker.routing_center
+    if center is not None and MODALITY_IDS["audio"] < len(center) and bool(center[MODALITY_IDS["audio"]]):
+        raise ValueError("routing_center for audio uses the whole recording's mean: it has no windowed form")
+    hop, rate = encoder.hop, encoder.sample_rate
+    frames = -(-length // hop)
+    window = max(1, round(window_s * rate / hop))
+    context = round(context_s * rate / hop) + -(-encoder.width // hop)
+    with torch.no_grad():
+        stats = streamed_level_stats(encoder, pieces, length, window)
+        cursor = SampleCursor(pieces())
+        windows = frame_windows(frames, window, context)
+        for w in tqdm(windows, total=-(-frames // window), desc="windows", disable=not progress):
+            wave = window_samples(cursor, w, hop, context, length)
+            feats = encoder(Ragged.from_list([wave]), stats)
+            tagged = Ragged(feats.values, feats.cu_seqlens, t_start=feats.t_start, t_end=feats.t_end,
+                            modality=torch.full((feats.num_tokens,), MODALITY_IDS["audio"]))  # fmt: skip
+            keep = slice(w.first - w.offset, w.stop - w.offset)
+            yield w, model.chunker(tagged).boundary_mask[keep], feats.values[keep]
+
+
 def long_audio_boundaries(
     model: ChunkFusionModel,
     path: str | Path,
@@ -170,33 +205,52 @@ def long_audio_boundaries(
     block_s: float = 30.0,
     progress: bool = False,
 ) -> tuple[Tensor, int, int]:
-    """The audio chunker's boundaries on the file at `path`, window by window: (global frame
-    indices of the chunk starts `[C]` int64, the first always 0; the number of frames; the number of
-    samples at the encoder's rate). Memory is set by `window_s + 2·context_s`, not the file's length."""
-    encoder = model.encoders["audio"]
-    center = model.chunker.routing_center
-    if center is not None and MODALITY_IDS["audio"] < len(center) and bool(center[MODALITY_IDS["audio"]]):
-        raise ValueError("routing_center for audio uses the whole recording's mean: it has no windowed form")
-    hop, rate = encoder.hop, encoder.sample_rate
+    """The audio chunker's boundaries on the file at `path`, read block by block and chunked window
+    by window (`windowed_routing`): (global frame indices of the chunk starts `[C]` int64, the first
+    0; the number of frames; the number of samples at the encoder's rate)."""
+    rate = model.encoders["audio"].sample_rate
     length = audio_length(path, rate)
-    frames = -(-length // hop)
-    window = max(1, round(window_s * rate / hop))
-    context = round(context_s * rate / hop) + -(-encoder.width // hop)
-    with torch.no_grad():
-        stats = streamed_level_stats(encoder, path, length, window, block_s)
-        cursor = SampleCursor(read_blocks(path, rate, block_s))
-        starts = []
-        count = -(-frames // window)
-        for w in tqdm(
-            frame_windows(frames, window, context), total=count, desc="windows", disable=not progress
-        ):
-            wave = window_samples(cursor, w, hop, context, length)
-            feats = encoder(Ragged.from_list([wave]), stats)
-            tagged = Ragged(feats.values, feats.cu_seqlens, t_start=feats.t_start, t_end=feats.t_end,
-                            modality=torch.full((feats.num_tokens,), MODALITY_IDS["audio"]))  # fmt: skip
-            mask = model.chunker(tagged).boundary_mask[w.first - w.offset : w.stop - w.offset]
-            starts.append(mask.nonzero().squeeze(1) + w.first)
-    starts = torch.cat(starts) if starts else torch.zeros(0, dtype=torch.long)
-    if not starts.numel() or starts[0] != 0:
-        starts = torch.cat([torch.zeros(1, dtype=torch.long), starts])
-    return starts, frames, length
+    routing = windowed_routing(model, lambda: read_blocks(path, rate, block_s), length,
+                               window_s=window_s, context_s=context_s, progress=progress)  # fmt: skip
+    starts = torch.cat([mask.nonzero().squeeze(1) + w.first for w, mask, _ in routing])
+    return starts, -(-length // model.encoders["audio"].hop), length
+
+
+def long_audio_chunks(
+    model: ChunkFusionModel, wave: Tensor, *, window_s: float = 60.0, context_s: float = 10.0
+) -> Ragged:
+    """The audio chunks of one long waveform `[N]` (at the encoder's rate), as the chunker gives them
+    in one pass (`chunks`: features `[C, D]` pooled as the chunker pools, one sequence, with time
+    spans and the audio modality id), computed window by window (`windowed_routing`); a chunk
+    that runs across windows is pooled across them."""
+    encoder = model.encoders["audio"]
+    starts, values = [], []
+    open_sum, open_count = None, 0  # the last chunk so far, which the next window may continue
+    for w, mask, feats in windowed_routing(model, lambda: iter([wave]), wave.numel(),
+                                           window_s=window_s, context_s=context_s):  # fmt: skip
+        starts.append(mask.nonzero().squeeze(1) + w.first)
+        if model.chunker.pooling == "boundary":
+            values.append(feats[mask])
+            continue
+        ids = mask.long().cumsum(0)  # 0: tokens that continue the open chunk; k: the window's k-th chunk
+        sums = feats.new_zeros(int(ids[-1]) + 1, feats.shape[1]).index_add_(0, ids, feats)
+        counts = torch.bincount(ids, minlength=sums.shape[0])
+        if open_sum is not None:
+            open_sum, open_count = open_sum + sums[0], open_count + int(counts[0])
+        if sums.shape[0] > 1:
+            if open_sum is not None:
+                values.append((open_sum / open_count)[None])
+            values.append(sums[1:-1] / counts[1:-1, None])
+            open_sum, open_count = sums[-1], int(counts[-1])
+    if open_sum is not None:
+        values.append((open_sum / open_count)[None])
+    starts = torch.cat(starts)
+    frames = -(-wave.numel() // encoder.hop)
+    period = encoder.hop / encoder.sample_rate
+    return Ragged(
+        torch.cat(values),
+        torch.tensor([0, starts.numel()], dtype=torch.int32),
+        t_start=starts.float() * period,
+        t_end=torch.cat([starts[1:], torch.tensor([frames])]).float() * period,
+        modality=torch.full((starts.numel(),), MODALITY_IDS["audio"]),
+    )

@@ -15,6 +15,7 @@ from mmchunk.encoders.audio import frame_waveforms
 from mmchunk.longform import (
     audio_length,
     long_audio_boundaries,
+    long_audio_chunks,
     read_blocks,
     streamed_level_stats,
     waveform_envelope,
@@ -77,7 +78,8 @@ def test_streamed_stats_equal_one_pass(tmp_path, audio):
     wave, _ = decode_audio(path.read_bytes(), RATE)
     frames, cu, _ = frame_waveforms(audio_input(wave, RATE), encoder.hop, encoder.width)
     one_pass = encoder.level_stats(encoder.frame_power(frames), cu)
-    streamed = streamed_level_stats(encoder, path, wave.numel(), window=13, block_seconds=0.9)
+    pieces = lambda: read_blocks(path, RATE, 0.9)
+    streamed = streamed_level_stats(encoder, pieces, wave.numel(), window=13)
     assert one_pass.keys() == streamed.keys()
     for key in one_pass:
         torch.testing.assert_close(streamed[key], one_pass[key], rtol=1e-5, atol=1e-5)
@@ -103,6 +105,26 @@ def test_windowed_boundaries_equal_one_pass(tmp_path, window_s, context_s):
     expected = one_pass_starts(m, path)
     assert frames == -(-length // m.encoders["audio"].hop) and length == 20 * RATE
     assert 10 < expected.numel() < frames and torch.equal(starts, expected)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "boundary"])
+def test_long_audio_chunks_equal_the_chunks_of_one_pass(tmp_path, pooling):
+    path = recording(tmp_path / "a.wav", 9.0, RATE, seed=2)
+    m = model()
+    m.chunker.pooling = pooling
+    wave, _ = decode_audio(path.read_bytes(), RATE)
+    with torch.no_grad():
+        feats = m.encoders["audio"](audio_input(wave, RATE))
+        modality = torch.zeros(feats.num_tokens, dtype=torch.long)
+        tagged = Ragged(
+            feats.values, feats.cu_seqlens, t_start=feats.t_start, t_end=feats.t_end, modality=modality
+        )
+        expected = m.chunker(tagged).chunks
+    got = long_audio_chunks(m, wave, window_s=1.7, context_s=1.0)
+    assert got.cu_seqlens.tolist() == expected.cu_seqlens.tolist() and got.num_tokens > 5
+    torch.testing.assert_close(got.values, expected.values, atol=1e-5, rtol=1e-5)
+    for name in ("t_start", "t_end", "modality"):
+        torch.testing.assert_close(getattr(got, name), getattr(expected, name))
 
 
 def test_segment_of_a_long_file_is_one_pass_with_exact_contiguous_times(tmp_path):
