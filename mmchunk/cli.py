@@ -24,6 +24,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
+    return value
+
+
 def _demo(args: argparse.Namespace) -> int:
     if args.quick:
         from mmchunk.demo import format_demo, run_demo
@@ -129,7 +137,7 @@ def _fit(args: argparse.Namespace) -> int:
 def _segment(args: argparse.Namespace) -> int:
     from mmchunk.segment import plot_segments, segment_file
 
-    report = segment_file(args.file, args.ckpt)
+    report = segment_file(args.file, args.ckpt, window_s=args.window)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -152,6 +160,7 @@ def _export(args: argparse.Namespace) -> int:
     result = export_embeddings(
         args.ckpt, args.data, args.out, per_chunk=args.per_chunk, modalities=args.modalities.split(","),
         dtype=args.dtype, device=args.device, part_size=args.part_size, max_samples=args.batch,
+        window_s=args.window,
     )  # fmt: skip
     counts = result["counts"]
     print(
@@ -285,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--ckpt", type=Path, help="a checkpoint written by `mmchunk fit`")
     segment.add_argument("--json", action="store_true", help="print the chunks as JSON")
     segment.add_argument("--plot", type=Path, help="also draw the chunk timeline to this PNG")
+    segment.add_argument(
+        "--window", type=positive_float, default=60.0,
+        help="audio longer than this (s) is read and chunked in windows, in bounded memory (60)",
+    )  # fmt: skip
     segment.set_defaults(func=_segment)
 
     export = sub.add_parser(
@@ -309,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (cpu)")
     export.add_argument("--batch", type=positive_int, default=32, help="samples per forward pass (32)")
     export.add_argument("--part-size", type=positive_int, default=512, help="samples per output file (512)")
+    export.add_argument(
+        "--window", type=positive_float, default=60.0,
+        help="a sample's audio longer than this (s) is chunked in windows, in bounded memory (60)",
+    )  # fmt: skip
     export.set_defaults(func=_export)
 
     evaluation = sub.add_parser("eval", help="evaluations: robustness, HashHop").add_subparsers(

@@ -35,6 +35,7 @@ from tqdm import tqdm
 import mmchunk
 from mmchunk.checkpoint import file_sha256, load_module
 from mmchunk.data import DataConfig, expand_urls, make_dataset
+from mmchunk.longform import long_audio_chunks
 from mmchunk.ragged import Ragged
 from mmchunk.ragged_ops import mean_pool
 from mmchunk.training import batch_inputs
@@ -42,6 +43,7 @@ from mmchunk.training import batch_inputs
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 MODALITIES = ("audio", "text", "video")
 FORMAT = "mmchunk-embeddings/1"
+BATCH_SECONDS = 600.0  # audio per export batch: bounds memory, a longer sample goes alone
 
 
 class Embeddings(NamedTuple):
@@ -88,9 +90,24 @@ def _part_keys(path: Path) -> list[str]:
         return json.loads(f.metadata()["keys"])
 
 
-def _export_batch(model, inputs: dict, modalities: Iterable[str], per_chunk: bool) -> dict[str, torch.Tensor]:
+def encode_chunks(model, inputs: dict[str, Ragged], window_s: float) -> dict[str, Ragged]:
+    """The main network's chunk outputs per modality (`ChunkFusionModel.encode`); a batch of one
+    sample whose audio is longer than `window_s` gets its audio chunks window by window
+    (`long_audio_chunks`: the chunks of one pass in bounded memory) before the main network."""
+    audio = inputs.get("audio")
+    rate = model.encoders["audio"].sample_rate
+    if audio is None or audio.batch_size != 1 or audio.num_tokens <= window_s * rate:
+        return model.encode(inputs)[0]
+    chunks, _, _ = model.encode({m: x for m, x in inputs.items() if m != "audio"})
+    chunks["audio"], _ = model.main(long_audio_chunks(model, audio.values, window_s=window_s))
+    return chunks
+
+
+def _export_batch(
+    model, inputs: dict, modalities: Iterable[str], per_chunk: bool, window_s: float
+) -> dict[str, torch.Tensor]:
     """Per-sample tensors of one batch (see the module docstring), float32 on the CPU."""
-    chunks, _, _ = model.encode(inputs)
+    chunks = encode_chunks(model, inputs, window_s)
     fused = model.fuse({m: chunks[m] for m in modalities if m in chunks})
     rows = {"embeddings": mean_pool(fused)}
     for m, emb in model.embed(chunks).items():
@@ -133,10 +150,15 @@ def export_embeddings(
     device: str = "cpu",
     part_size: int = 512,
     max_samples: int = 32,
+    window_s: float = 60.0,
     progress: bool = True,
 ) -> dict:
     """Export the fused embeddings of the samples of `data` under `ckpt` into `out`; returns the
-    manifest (see the module docstring) plus `seconds` and `samples_per_second` of this run."""
+    manifest (see the module docstring) plus `seconds` and `samples_per_second` of this run.
+
+    Batches hold up to `max_samples` samples and `BATCH_SECONDS` of audio; a longer sample goes
+    alone, and its audio is chunked in windows of `window_s` (`encode_chunks`), so an hour-long
+    recording exports in bounded memory."""
     modalities = tuple(dict.fromkeys(modalities))
     if unknown := [m for m in modalities if m not in MODALITIES]:
         raise ValueError(f"unknown modalities {unknown}; choose from {list(MODALITIES)}")
@@ -152,7 +174,7 @@ def export_embeddings(
         video_fps=model.encoders["video"].native_rate_hz if "video" in model.encoders else 25.0,
         use_video="video" in modalities,
         max_samples=max_samples,
-        max_seconds=1e9,
+        max_seconds=BATCH_SECONDS,
     )
     urls = expand_urls(data)
     rank, world = _rank_world()
@@ -173,7 +195,7 @@ def export_embeddings(
                 if not keep:
                     continue
                 inputs = {m: v.to(device) for m, v in batch_inputs(batch).items()}
-                rows = _select(_export_batch(model, inputs, modalities, per_chunk), keep)
+                rows = _select(_export_batch(model, inputs, modalities, per_chunk, window_s), keep)
                 pending_keys += [batch.keys[i] for i in keep]
                 pending_rows.append(rows)
                 bar.update(len(keep))

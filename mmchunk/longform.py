@@ -103,7 +103,8 @@ class SampleCursor:
     `[start, stop)` (cut at the stream's end) and forgets everything before `start`."""
 
     def __init__(self, pieces: Iterator[Tensor]) -> None:
-        self.pieces, self.buffer, self.start = pieces, torch.zeros(0), 0
+        self.pieces, self.start = pieces, 0
+        self.buffer = next(pieces, torch.zeros(0))
 
     def take(self, start: int, stop: int) -> Tensor:
         if start < self.start:
@@ -190,8 +191,9 @@ def windowed_routing(
         for w in tqdm(windows, total=-(-frames // window), desc="windows", disable=not progress):
             wave = window_samples(cursor, w, hop, context, length)
             feats = encoder(Ragged.from_list([wave]), stats)
+            audio = torch.full((feats.num_tokens,), MODALITY_IDS["audio"], device=feats.values.device)
             tagged = Ragged(feats.values, feats.cu_seqlens, t_start=feats.t_start, t_end=feats.t_end,
-                            modality=torch.full((feats.num_tokens,), MODALITY_IDS["audio"]))  # fmt: skip
+                            modality=audio)  # fmt: skip
             keep = slice(w.first - w.offset, w.stop - w.offset)
             yield w, model.chunker(tagged).boundary_mask[keep], feats.values[keep]
 
@@ -247,10 +249,11 @@ def long_audio_chunks(
     starts = torch.cat(starts)
     frames = -(-wave.numel() // encoder.hop)
     period = encoder.hop / encoder.sample_rate
+    device = starts.device
     return Ragged(
         torch.cat(values),
-        torch.tensor([0, starts.numel()], dtype=torch.int32),
+        torch.tensor([0, starts.numel()], dtype=torch.int32, device=device),
         t_start=starts.float() * period,
-        t_end=torch.cat([starts[1:], torch.tensor([frames])]).float() * period,
-        modality=torch.full((starts.numel(),), MODALITY_IDS["audio"]),
+        t_end=torch.cat([starts[1:], torch.tensor([frames], device=device)]).float() * period,
+        modality=torch.full((starts.numel(),), MODALITY_IDS["audio"], device=device),
     )

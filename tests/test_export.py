@@ -129,3 +129,34 @@ def test_tampered_checkpoint_is_refused_without_running_code(trained, tmp_path):
         .startswith(f"mmchunk export: error: {bad}: not a loadable mmchunk checkpoint")
     )
     assert not marker.exists()
+
+
+def test_a_long_sample_exports_window_by_window_as_in_one_pass(trained, tmp_path):
+    """A sample longer than the window: its audio chunks come window by window, and the export
+    equals the one-pass export (the same chunks, times and embeddings)."""
+    import numpy as np
+    import soundfile
+
+    from mmchunk.data.pack import pack_folder
+
+    _, ckpt = trained
+    src = tmp_path / "src"
+    src.mkdir()
+    t = np.arange(16_000 * 13) / 16_000
+    wave = 0.2 * (np.sin(2 * np.pi * 0.6 * t) > 0) * np.sin(2 * np.pi * 300 * t) + 0.005 * np.sin(
+        2 * np.pi * 50 * t
+    )
+    soundfile.write(src / "long.flac", wave.astype(np.float32), 16_000)
+    (src / "long.txt").write_text("a long recording of tones and pauses")
+    pack_folder(src, tmp_path / "shards")
+    runs = {}
+    for window in (2.0, 100.0):
+        out = tmp_path / f"w{window:g}"
+        export_embeddings(ckpt, tmp_path / "shards", out, per_chunk=True, dtype="float32", progress=False,
+                          window_s=window)  # fmt: skip
+        runs[window] = load_embeddings(out)
+    windowed, single = runs[2.0], runs[100.0]
+    assert windowed.keys == single.keys == ["long"] and single.chunks.num_tokens > 10
+    torch.testing.assert_close(windowed.chunks.t_start, single.chunks.t_start)
+    torch.testing.assert_close(windowed.chunks.values, single.chunks.values, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(windowed.embeddings, single.embeddings, atol=1e-5, rtol=1e-5)
