@@ -13,9 +13,11 @@ Run: `python benchmarks/long_audio.py [--minutes 60] [--ckpt runs/demo/model.ckp
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -27,7 +29,13 @@ import torch
 start = time.perf_counter()
 path, ckpt, mode = sys.argv[1], sys.argv[2] or None, sys.argv[3]
 window, context = float(sys.argv[4]), float(sys.argv[5])
-if mode == "one-pass":
+if mode == "export":
+    import tempfile
+    from mmchunk.export import export_embeddings
+    with tempfile.TemporaryDirectory() as out:
+        result = export_embeddings(ckpt, path, out, per_chunk=True, progress=False, window_s=window)
+    t0 = [0.0] * result["counts"]["samples"]
+elif mode == "one-pass":
     from pathlib import Path
     from mmchunk.checkpoint import load_model
     from mmchunk.data.decode import decode_audio
@@ -50,32 +58,34 @@ print(json.dumps({"seconds": time.perf_counter() - start, "peak_mb": peak, "t0":
 """
 
 
-def write_recording(path: Path, minutes: float, seed: int = 0) -> float:
-    """A `minutes`-long 16 kHz FLAC of corpus utterances end to end (seeded order); its seconds."""
+def write_recording(path: Path, minutes: float, clips: int = 64, seed: int = 0) -> tuple[float, str]:
+    """A `minutes`-long 16 kHz FLAC of `clips` corpus utterances end to end (seeded order); its
+    seconds and its transcript (the utterances' texts in order)."""
     import soundfile
 
     from mmchunk.data.synth import synth_corpus
 
     with tempfile.TemporaryDirectory() as tmp:
-        synth_corpus(Path(tmp), 64, video=False, seed=seed, val_fraction=0.0, shard_size=64, progress=False)
-        import tarfile
-
-        clips = []
+        synth_corpus(Path(tmp), clips, video=False, seed=seed, val_fraction=0.0, progress=False)
+        waves, texts = [], []
         for shard in sorted(Path(tmp).rglob("*.tar")):
             with tarfile.open(shard) as tar:
-                for member in tar:
-                    if member.name.endswith(".flac"):
-                        wave, rate = soundfile.read(tar.extractfile(member), dtype="float32")
-                        clips.append(wave)
+                members = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
+            for name in sorted(n for n in members if n.endswith(".flac")):
+                wave, rate = soundfile.read(io.BytesIO(members[name]), dtype="float32")
+                waves.append(wave)
+                texts.append(members[name.replace(".flac", ".txt")].decode().strip())
     rng = np.random.default_rng(seed)
     total = int(minutes * 60 * rate)
     with soundfile.SoundFile(path, "w", rate, 1, format="FLAC", subtype="PCM_16") as out:
-        written = 0
+        written, transcript = 0, []
         while written < total:
-            clip = clips[int(rng.integers(len(clips)))][: total - written]
+            pick = int(rng.integers(len(waves)))
+            clip = waves[pick][: total - written]
             out.write(clip)
             written += clip.size
-    return total / rate
+            transcript.append(texts[pick])
+    return total / rate, " ".join(transcript)
 
 
 def run_child(path: Path, ckpt: str, mode: str, window: float, context: float) -> dict:
@@ -95,6 +105,7 @@ def main() -> None:
         "--ckpt", default="", help="checkpoint of `mmchunk fit` (default: the untrained model)"
     )
     parser.add_argument("--window", type=float, default=60.0, help="window of segment, s (60)")
+    parser.add_argument("--clips", type=int, default=64, help="corpus utterances to draw from (64)")
     parser.add_argument(
         "--contexts", default="10,2,0", help="context on either side, s, one row each (10,2,0)"
     )
@@ -103,8 +114,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "long.flac"
-        seconds = write_recording(path, args.minutes)
+        path = Path(tmp) / "src" / "long.flac"
+        path.parent.mkdir()
+        seconds, transcript = write_recording(path, args.minutes, args.clips)
+        path.with_suffix(".txt").write_text(transcript)
         size = path.stat().st_size / 2**20
         label = args.ckpt or "untrained"
         print(f"recording: {seconds / 60:.1f} min, 16 kHz FLAC, {size:.0f} MB; checkpoint: {label}")
@@ -116,6 +129,14 @@ def main() -> None:
         for name, context in rows:
             r = run_child(path, args.ckpt, "windowed", args.window, context)
             row(name, r, seconds, "-" if reference is None else str(len(set(r["t0"]) ^ set(reference["t0"]))))
+        if not args.ckpt:
+            print("export: needs --ckpt (a checkpoint of `mmchunk fit`)")
+            return
+        from mmchunk.data.pack import pack_folder
+
+        pack_folder(path.parent, Path(tmp) / "shards")
+        r = run_child(Path(tmp) / "shards", args.ckpt, "export", args.window, 0)
+        row(f"export, transcript {len(transcript) // 1000} kB", {**r, "t0": []}, seconds, "-")
 
 
 def row(name: str, r: dict, seconds: float, differ: str) -> None:

@@ -85,3 +85,14 @@ def test_video_decode_benchmark():
     assert len(rows) == 2 and "audio" in rows[0] and "video" in rows[0]
     peaks = [re.search(r"(\d+)\s+(?:audio|-)", row) for row in rows]  # the peak MB column
     assert all(peak and int(peak.group(1)) > 0 for peak in peaks)
+
+
+def test_long_audio_benchmark(trained):
+    _, ckpt = trained
+    out = run("long_audio.py", "--minutes", "0.4", "--clips", "4", "--window", "5", "--contexts", "2,0",
+              "--ckpt", str(ckpt))  # fmt: skip
+    rows = {line[:32].strip(): line[32:].split() for line in out.splitlines()[2:]}
+    names = ["one pass (whole file in memory)", "windows 5 s, context 2 s", "windows 5 s, context 0 s"]
+    assert list(rows) == [*names, "export, transcript 0 kB"]
+    assert rows["windows 5 s, context 2 s"][-1] == "0"  # the chunk starts of one pass
+    assert int(rows["one pass (whole file in memory)"][3]) > 5 and int(rows["export, transcript 0 kB"][2]) > 0

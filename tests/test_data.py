@@ -347,8 +347,10 @@ def test_model_inputs_never_read_the_true_timings(corpus, tmp_path):
         assert true.meta != corrupt.meta
         for m in ("audio", "text", "video"):
             a, b = getattr(true, m), getattr(corrupt, m)
-            for name in ("values", "cu_seqlens", "t_start", "t_end"):
+            names = ("values", "cu_seqlens") if m == "audio" else ("values", "cu_seqlens", "t_start", "t_end")
+            for name in names:
                 assert torch.equal(getattr(a, name), getattr(b, name)), (m, name)
+        assert true.audio.t_start is None  # an audio sample's time is its index / the sample rate
         with torch.no_grad():
             out_true, out_corrupt = model(batch_inputs(true)), model(batch_inputs(corrupt))
         for name in ("audio_embedding", "text_embedding"):

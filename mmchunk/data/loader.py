@@ -104,11 +104,12 @@ class Sample:
 class Batch:
     """Per-modality Ragged batches over the same B samples (in `keys` order) and what was skipped.
 
-    audio: values `[T]` float32, one token per sample; text: UTF-8 bytes `[T]` int64; video: frames
-    `[F, 3, H, W]` uint8 (a sample without video is an empty sequence). All carry `t_start`/`t_end`
-    in seconds. `meta` holds each sample's JSON (with `_seconds`, its audio's length); `captions`
-    every caption of each sample (the text batch holds the one in use); `skipped` what was dropped
-    since the last batch.
+    audio: values `[T]` float32, one token per sample (its time is its index / the sample rate: the
+    encoder gives its frames their spans); text: UTF-8 bytes `[T]` int64; video: frames
+    `[F, 3, H, W]` uint8 (a sample without video is an empty sequence). Text and video carry
+    `t_start`/`t_end` in seconds. `meta` holds each sample's JSON (with `_seconds`, its audio's
+    length); `captions` every caption of each sample (the text batch holds the one in use);
+    `skipped` what was dropped since the last batch.
     """
 
     keys: list[str]
@@ -293,12 +294,7 @@ def collate(samples: list[Sample], skipped: list[Skipped]) -> Batch:
     """Pack decoded samples into one `Batch` of per-modality Ragged sequences."""
     if not samples:
         return Batch([], None, None, None, [], skipped)
-    rate = samples[0].meta["_sample_rate"]
-    audio = Ragged.from_list(
-        [s.audio for s in samples],
-        t_start=[torch.arange(s.audio.numel()) / rate for s in samples],
-        t_end=[(torch.arange(s.audio.numel()) + 1) / rate for s in samples],
-    )
+    audio = Ragged.from_list([s.audio for s in samples])  # sample i lies at i / rate: no per-sample spans
     metas = [{**s.meta, "_seconds": s.seconds} for s in samples]
     text = text_ragged([s.text or "" for s in samples], metas, [s.seconds for s in samples])
     video = None
