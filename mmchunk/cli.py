@@ -14,22 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import mmchunk
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a number > 0."""
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
-    return value
+from mmchunk.cli_data import add_data_commands
+from mmchunk.cli_types import positive_float, positive_int
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -56,74 +42,6 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"\nrobustness (short form; every condition: mmchunk eval robustness --ckpt {ckpt})")
         print(format_report(scores["robustness"]))
     print(f"wrote {args.out / 'metrics.json'}, {args.out / 'boundaries.png'}, {args.out / 'model.ckpt'}")
-    return 0
-
-
-def _data_synth(args: argparse.Namespace) -> int:
-    from mmchunk.data.synth import synth_corpus
-
-    existing = sorted(args.out.glob("*/*.tar")) if args.out.is_dir() else []
-    if existing and not args.overwrite:
-        raise ValueError(f"{args.out} already holds shards ({existing[0]}); pass --overwrite to replace them")
-    sizes = synth_corpus(
-        args.out,
-        args.num,
-        video=args.video,
-        realistic=not args.clean,
-        seed=args.seed,
-        val_fraction=args.val_fraction,
-        shard_size=args.shard_size,
-        workers=args.workers,
-    )
-    for split, shards in sizes.items():
-        print(f"{split}: {sum(shards.values())} samples in {len(shards)} shards under {args.out / split}")
-    return 0
-
-
-def _data_pack(args: argparse.Namespace) -> int:
-    from mmchunk.data.formats import pack_dataset
-
-    existing = sorted(args.out.rglob("*.tar")) if args.out.is_dir() else []
-    if existing and not args.overwrite:
-        raise ValueError(f"{args.out} already holds shards ({existing[0]}); pass --overwrite to replace them")
-    for old in [*existing, *args.out.rglob("sizes.json")] if existing else []:
-        old.unlink()
-    report = pack_dataset(args.format, args.src, args.out, shard_size=args.shard_size, name=args.name)
-    for path, reason in report.skipped:
-        print(f"skipped {path}: {reason}")
-    splits: dict[str, int] = {}
-    for shard, count in report.shards.items():
-        split = shard.rpartition("/")[0] or "."
-        splits[split] = splits.get(split, 0) + count
-    for split, count in splits.items():
-        print(f"{split}: {count} samples under {args.out / split}")
-    if report.textless:
-        print(f"{report.textless} samples have no text: fine for export, skipped by training")
-    print(
-        f"packed {report.written} samples into {len(report.shards)} shards under {args.out}; "
-        f"{len(report.skipped)} skipped"
-    )
-    if report.written == 0:
-        raise ValueError(f"no sample could be packed from {args.src}")
-    return 0
-
-
-def _data_check(args: argparse.Namespace) -> int:
-    import logging
-
-    from mmchunk.data.check import check_shards
-    from mmchunk.data.loader import DataConfig
-
-    logging.getLogger("mmchunk.data.loader").setLevel(logging.ERROR)  # the report lists every skip
-    report = check_shards(args.pattern, DataConfig(sample_rate=args.sample_rate))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        for error in report["errors"]:
-            print(f"skipped {error['key'] or '(shard)'} in {error['shard']}: {error['reason']}")
-        print(f"{report['ok']} samples ok, {report['skipped']} skipped")
-    if report["ok"] == 0:
-        raise ValueError(f"no sample of {args.pattern} could be read")
     return 0
 
 
@@ -389,88 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     hh_score.add_argument("--json", action="store_true", help="print the result as JSON")
     hh_score.set_defaults(func=_hashhop_score)
 
-    data = sub.add_parser("data", help="make, pack and check WebDataset shards").add_subparsers(
-        dest="data_command", metavar="DATA_COMMAND", required=True
-    )
-    synth = data.add_parser(
-        "synth",
-        help="synthesize the built-in spoken corpus (espeak-ng) into shards",
-        description=(
-            "Speak generated sentences with random espeak-ng voices, rates and pitches, with pauses "
-            "between phrases and silence around them; write DIR/train/ and DIR/val/ shards of "
-            "{key}.flac (16 kHz mono), {key}.txt, {key}.json (word timings, silences, voice, ...) "
-            "and, with --video, {key}.mp4 (25 fps, the scene frozen during silences). Every "
-            "utterance is played under a seeded recording condition (level -40..-10 dBFS; white, "
-            "pink, brown noise, hum or babble at 0-30 dB SNR; a simulated room for half; a "
-            "telephone channel or clipping for some) and every video through a seeded camera "
-            "(sensor noise, flicker, shake, zoom, compression); the JSON's 'condition' and "
-            "'camera' record them. --clean writes the dry corpus instead."
-        ),
-    )
-    synth.add_argument("--out", type=Path, required=True, help="output folder")
-    synth.add_argument("--num", type=positive_int, required=True, help="number of samples")
-    synth.add_argument("--video", action="store_true", help="add a synthetic video per sample")
-    synth.add_argument(
-        "--clean", action="store_true", help="dry corpus: digital silence, one level, no room or camera"
-    )
-    synth.add_argument("--seed", type=int, default=0, help="corpus seed (default 0)")
-    synth.add_argument("--val-fraction", type=float, default=0.1, help="share of validation samples (0.1)")
-    synth.add_argument("--shard-size", type=positive_int, default=256, help="samples per shard (256)")
-    synth.add_argument("--workers", type=positive_int, help="synthesis processes (default: up to 2)")
-    synth.add_argument("--overwrite", action="store_true", help="replace shards already in --out")
-    synth.set_defaults(func=_data_synth)
-
-    pack = data.add_parser(
-        "pack",
-        help="pack a dataset (a folder of media files, LibriSpeech, Clotho, AudioCaps, ...) into shards",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Convert a dataset's own layout under SRC into shards under OUT (one subfolder per split\n"
-            "where the dataset has splits). Print every file or row left out and why.\n\n"
-            "formats:\n"
-            "  folder       files grouped by stem (audio .wav/.flac/.mp3/.ogg, video .mp4/.mkv/.webm,\n"
-            "               .txt, .json, .srt/.vtt); each group with audio or video is a sample;\n"
-            "               subtitle cues become the JSON's 'cues' and, without a .txt, the transcript\n"
-            "  librispeech  <subset>/<speaker>/<chapter>/*.flac + <speaker>-<chapter>.trans.txt\n"
-            "  clotho       clotho_captions_<split>.csv (file_name, caption_1..5) + the audio files\n"
-            "  audiocaps    <split>.csv (audiocap_id, youtube_id, start_time, caption) + audio files\n"
-            "               named <audiocap_id>, <youtube_id>, Y<youtube_id> or <youtube_id>_<start>\n"
-            "  laion        LAION-audio .tar shards (<key>.flac + <key>.json with a 'text' list)\n"
-            "  videofolder  .mp4/.mkv/.webm with sound (the container's audio becomes the sample's),\n"
-            "               optional .srt/.vtt/.txt beside each\n"
-            "Several captions (Clotho, AudioCaps, LAION) go into the JSON's 'text' list: training draws\n"
-            "one per epoch, validation scores by the LAION-CLAP protocol."
-        ),
-    )
-    pack.add_argument("src", type=Path, help="the dataset's folder")
-    pack.add_argument(
-        "--format",
-        default="folder",
-        choices=["folder", "librispeech", "clotho", "audiocaps", "laion", "videofolder"],
-        help="layout of SRC (default folder)",
-    )
-    pack.add_argument("--out", type=Path, required=True, help="output folder for the shards")
-    pack.add_argument("--shard-size", type=positive_int, default=256, help="samples per shard (256)")
-    pack.add_argument("--name", default="data", help="shard name prefix of a dataset without splits ('data')")
-    pack.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="delete the .tar shards and sizes.json already under --out first",
-    )
-    pack.set_defaults(func=_data_pack)
-
-    check = data.add_parser(
-        "check",
-        help="stream shards through the training loader and report unreadable samples",
-        description=(
-            "Read every sample of PATTERN (a shard, folder, glob, brace pattern or URL) with the "
-            "loader the trainer uses and report which samples were skipped and why."
-        ),
-    )
-    check.add_argument("pattern", help="shards, e.g. 'data/val/val-{000000..000003}.tar' or data/val")
-    check.add_argument("--json", action="store_true", help='print {"ok", "skipped", "errors"} as JSON')
-    check.add_argument("--sample-rate", type=positive_int, default=16_000, help="audio rate (16000)")
-    check.set_defaults(func=_data_check)
+    add_data_commands(sub)
     return parser
 
 
