@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import pickle
 from pathlib import Path
 
@@ -20,19 +21,51 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_module(path: str | Path, device: str | torch.device = "cpu"):
-    """The `AudioTextModule` of a Lightning checkpoint, read with `weights_only=True` (a checkpoint
-    that needs arbitrary objects unpickled is refused with a one-line ValueError naming the file)."""
-    from mmchunk.training import AudioTextModule
-
+def read_checkpoint(path: str | Path) -> dict:
+    """The contents of a checkpoint file of `mmchunk fit`, read with `weights_only=True`: tensors
+    and plain containers only, never pickled objects. Every way it can fail is one sentence naming
+    the file: a folder, no such file, an empty or truncated file, not a PyTorch file, pickled
+    objects, or a file another program made (a key missing)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"no such checkpoint: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty")
     try:
-        return AudioTextModule.load_from_checkpoint(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, TypeError, ValueError) as exc:
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise ValueError(f"{path}: not a loadable mmchunk checkpoint ({reason})") from None
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc):
+            raise ValueError(
+                f"{path}: holds pickled Python objects, which mmchunk never loads (only tensors and values)"
+            ) from None
+        raise ValueError(f"{path}: not a PyTorch checkpoint") from None
+    except Exception as exc:  # torch's loaders raise many types for bytes that are not theirs
+        if isinstance(exc, EOFError) or "zip archive" in str(exc) or "central directory" in str(exc):
+            raise ValueError(f"{path}: the file is truncated or damaged") from None
+        raise ValueError(f"{path}: not a PyTorch checkpoint") from None
+    missing = [k for k in ("state_dict", "hyper_parameters") if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: not a checkpoint of `mmchunk fit` (no {' or '.join(map(repr, missing))})")
+    return ckpt
+
+
+def load_module(path: str | Path, device: str | torch.device = "cpu"):
+    """The `AudioTextModule` of a checkpoint of `mmchunk fit` (`read_checkpoint`); weights that do
+    not fit the model the checkpoint describes are a one-line ValueError naming the file."""
+    from mmchunk.training import AudioTextModule
+
+    ckpt = read_checkpoint(path)
+    accepted = inspect.signature(AudioTextModule.__init__).parameters
+    hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if k in accepted}
+    try:
+        module = AudioTextModule(**hparams)
+        module.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, TypeError, ValueError, KeyError) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise ValueError(f"{path}: its weights do not fit the model it describes ({reason})") from None
+    return module.to(device)
 
 
 def load_model(path: str | Path | None, device: str | torch.device = "cpu") -> tuple[ChunkFusionModel, str]:

@@ -57,16 +57,16 @@ def _segment(args: argparse.Namespace) -> int:
 
     report = segment_file(args.file, args.ckpt, window_s=args.window)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2, ensure_ascii=False))
     else:
         several = len(report["modalities"]) > 1
         head = f"{report['file']}: {'+'.join(report['modalities'])}, {report['duration']:.2f} s"
         print(f"{head}, {len(report['chunks'])} chunks ({report['compression']:.1f} tokens/chunk)")
         print(f"model: {report['checkpoint']}")
         for chunk in report["chunks"]:
-            print(
-                f"  {chunk['t0']:8.3f} – {chunk['t1']:8.3f} s" + (f"  {chunk['modality']}" if several else "")
-            )
+            label = f"  {chunk['modality']}" if several else ""
+            text = f"  bytes {chunk['byte0']}–{chunk['byte1']}  {chunk['text']!r}" if "text" in chunk else ""
+            print(f"  {chunk['t0']:8.3f} – {chunk['t1']:8.3f} s{label}{text}")
     if args.plot:
         plot_segments(report, args.plot)
     return 0

@@ -35,6 +35,9 @@ def _data_synth(args: argparse.Namespace) -> int:
     )
     for split, shards in sizes.items():
         print(f"{split}: {sum(shards.values())} samples in {len(shards)} shards under {args.out / split}")
+    if "val" not in sizes:
+        settings = f"{args.num} samples, --val-fraction {args.val_fraction}"
+        print(f"warning: no val split ({settings}); fit needs one")
     return 0
 
 

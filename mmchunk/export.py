@@ -165,8 +165,7 @@ def export_embeddings(
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    module = load_module(ckpt, device)
+    module = load_module(ckpt, device)  # a bad checkpoint fails before anything is written
     model = module.model.eval()
     if "video" in modalities and "video" not in model.encoders:
         raise ValueError(f"{ckpt}: the model has no video encoder, so --modalities cannot include video")
@@ -177,6 +176,7 @@ def export_embeddings(
         max_seconds=BATCH_SECONDS,
     )
     urls = expand_urls(data)
+    out.mkdir(parents=True, exist_ok=True)
     rank, world = _rank_world()
     mine = [u for i, u in enumerate(urls) if i % world == rank]
     clock, exported = time.perf_counter(), 0

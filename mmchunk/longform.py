@@ -13,6 +13,7 @@ which time what came before has faded (measured: `benchmarks/long_audio.py`).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +35,14 @@ RESAMPLE_MARGIN = 4096  # native samples beyond each block: more than the resamp
 
 def audio_length(path: str | Path, rate: int) -> int:
     """Samples of the file's audio at `rate` (as `decode_audio` would give); DecodeError when the
-    file cannot be read or holds no samples."""
+    file cannot be read or holds no samples, naming the file once."""
+    if Path(path).stat().st_size == 0:
+        raise DecodeError(f"{path}: the file is empty")
     try:
         info = soundfile.info(str(path))
     except Exception as exc:  # libsndfile raises several types for corrupt input
-        raise DecodeError(f"{path}: unreadable audio: {' '.join(str(exc).split())}") from None
+        reason = re.sub(r"^Error opening .*?: ", "", " ".join(str(exc).split()))
+        raise DecodeError(f"{path}: unreadable audio: {reason}") from None
     if info.frames <= 0:
         raise DecodeError(f"{path}: audio has no samples")
     return math.ceil(info.frames * rate / info.samplerate)

@@ -60,6 +60,22 @@ def read_inputs(path: Path, model: ChunkFusionModel) -> tuple[dict[str, Ragged],
     raise ValueError(f"{path}: unsupported file type .{ext} (known: {known})")
 
 
+def text_chunks(mask: torch.Tensor, data: bytes, t_start: torch.Tensor, t_end: torch.Tensor) -> list[dict]:
+    """Text chunks from the chunker's boundary mask over the UTF-8 bytes `data` (`[S]`, byte time
+    spans `t_start`, `t_end [S]`): a boundary inside a multi-byte character moves to the
+    character's first byte, so every chunk is whole characters. Each chunk has its byte and
+    character offsets (`byte0`, `byte1`, `char0`, `char1`), its `text`, and its times."""
+    lead = [(b & 0xC0) != 0x80 for b in data]  # continuation bytes are 10xxxxxx
+    char_of = list(itertools.accumulate(lead, initial=0))  # characters before each byte offset
+    first_byte = list(itertools.accumulate(range(len(data)), lambda prev, i: i if lead[i] else prev))
+    starts = sorted({0, *(first_byte[i] for i in mask.nonzero().squeeze(1).tolist())})
+    return [
+        {"modality": "text", "t0": round(float(t_start[a]), 4), "t1": round(float(t_end[b - 1]), 4),
+         "byte0": a, "byte1": b, "char0": char_of[a], "char1": char_of[b], "text": data[a:b].decode()}
+        for a, b in itertools.pairwise([*starts, len(data)])
+    ]  # fmt: skip
+
+
 def audio_chunks(starts: torch.Tensor, frames: int, length: int, hop: int, rate: int) -> list[dict]:
     """Audio chunks from the frame indices of their starts `[C]` (the first 0) in a recording of
     `frames` frames and `length` samples: contiguous spans from integer sample positions, the last
@@ -112,6 +128,10 @@ def segment_file(
         if modality == "audio":
             starts = routed.boundary_mask.nonzero().squeeze(1)
             chunks += audio_chunks(starts, feats.num_tokens, x.num_tokens, encoder.hop, encoder.sample_rate)
+            continue
+        if modality == "text":
+            own = text_chunks(routed.boundary_mask, bytes(x.values.tolist()), x.t_start, x.t_end)
+            chunks, counts[modality] = chunks + own, len(own)
             continue
         chunks += [
             {"modality": modality, "t0": round(float(a), 4), "t1": round(float(b), 4)}

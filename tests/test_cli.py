@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from mmchunk.demo import run_demo
+from mmchunk.segment import text_chunks
 
 BIN = Path(sys.executable).parent
 
@@ -155,3 +157,27 @@ def test_unknown_recipe_name_is_a_one_line_error():
         "mmchunk fit: error: demo_gpu: no such recipe file, and no built-in recipe of that name "
         "(built in: ddp_multi_gpu, demo_cpu, hrm_cpu)"
     ]
+
+
+def test_text_chunks_are_whole_characters():
+    data = "aé🙂b".encode()  # 1 + 2 + 4 + 1 bytes
+    mask = torch.zeros(len(data), dtype=torch.bool)
+    mask[[0, 2, 5]] = True  # byte 2 is inside "é", byte 5 inside the emoji
+    times = torch.arange(len(data), dtype=torch.float32)
+    chunks = text_chunks(mask, data, times, times + 1)
+    assert [(c["byte0"], c["byte1"], c["char0"], c["char1"], c["text"]) for c in chunks] == [
+        (0, 1, 0, 1, "a"), (1, 3, 1, 2, "é"), (3, 8, 2, 4, "🙂b")
+    ]  # fmt: skip
+    assert [(c["t0"], c["t1"]) for c in chunks] == [(0.0, 1.0), (1.0, 3.0), (3.0, 8.0)]
+
+
+def test_segment_of_text_reports_whole_characters(tmp_path):
+    from mmchunk.segment import segment_file
+
+    text = "héllo wörld 🙂 ok — fin ∑ 漢字"
+    (tmp_path / "emoji.txt").write_text(text + "\n")
+    chunks = segment_file(tmp_path / "emoji.txt")["chunks"]
+    assert "".join(c["text"] for c in chunks) == text and len(chunks) > 3
+    for chunk in chunks:
+        assert text[chunk["char0"] : chunk["char1"]] == chunk["text"]
+        assert text.encode()[chunk["byte0"] : chunk["byte1"]] == chunk["text"].encode()

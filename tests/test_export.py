@@ -103,7 +103,7 @@ def test_tampered_checkpoint_is_refused_without_running_code(trained, tmp_path):
     state["hyper_parameters"]["dim"] = Exploit()
     bad = tmp_path / "bad.ckpt"
     torch.save(state, bad)
-    with pytest.raises(ValueError, match="not a loadable mmchunk checkpoint"):
+    with pytest.raises(ValueError, match="holds pickled Python objects, which mmchunk never loads"):
         load_module(bad)
     assert not marker.exists()
     cli = subprocess.run(
@@ -126,9 +126,49 @@ def test_tampered_checkpoint_is_refused_without_running_code(trained, tmp_path):
     assert (
         cli.stderr.strip()
         .splitlines()[-1]
-        .startswith(f"mmchunk export: error: {bad}: not a loadable mmchunk checkpoint")
+        .startswith(f"mmchunk export: error: {bad}: holds pickled Python objects")
     )
     assert not marker.exists()
+
+
+def test_every_bad_checkpoint_is_one_sentence_and_nothing_is_written(trained, tmp_path):
+    _, ckpt = trained
+    whole = ckpt.read_bytes()
+    (tmp_path / "folder.ckpt").mkdir()
+    cases = {
+        "folder.ckpt": f"{tmp_path / 'folder.ckpt'} is a folder, not a checkpoint file",
+        "none.ckpt": f"no such checkpoint: {tmp_path / 'none.ckpt'}",
+        "empty.ckpt": f"{tmp_path / 'empty.ckpt'}: the file is empty",
+        "half.ckpt": f"{tmp_path / 'half.ckpt'}: the file is truncated or damaged",
+        "notes.ckpt": f"{tmp_path / 'notes.ckpt'}: not a PyTorch checkpoint",
+        "plain.ckpt": f"{tmp_path / 'plain.ckpt'}: not a checkpoint of `mmchunk fit` "
+        "(no 'state_dict' or 'hyper_parameters')",
+    }
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    (tmp_path / "half.ckpt").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "notes.ckpt").write_text("hello, these are my notes\n")
+    torch.save({"weights": torch.ones(3)}, tmp_path / "plain.ckpt")
+    state = torch.load(ckpt, weights_only=True)
+    state["state_dict"]["model.extra"] = torch.ones(1)
+    torch.save(state, tmp_path / "other.ckpt")
+    for name, message in cases.items():
+        with pytest.raises((ValueError, OSError)) as error:
+            load_module(tmp_path / name)
+        assert str(error.value) == message
+    with pytest.raises(
+        ValueError, match=r"other.ckpt: its weights do not fit the model it describes \(.*model.extra"
+    ):
+        load_module(tmp_path / "other.ckpt")
+    for name in cases:
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "mmchunk"), "export", "--ckpt", str(tmp_path / name),
+             "--data", "x", "--out", str(tmp_path / "out")],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and "\x1b" not in lines[0], done.stderr
+        assert "weights_only" not in lines[0] and lines[0].endswith(cases[name].rsplit(": ", 1)[-1])
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_long_sample_exports_window_by_window_as_in_one_pass(trained, tmp_path):

@@ -265,3 +265,15 @@ def test_format_choices_match_the_registry():
     pack = build_parser()._subparsers._group_actions[0].choices["data"]
     actions = pack._subparsers._group_actions[0].choices["pack"]._actions
     assert next(a for a in actions if a.dest == "format").choices == list(FORMATS)
+
+
+def test_no_partial_output_and_a_val_split(tmp_path, capsys):
+    """`data pack` of an empty folder fails without writing anything; `data synth` gives a val split
+    from 2 samples on and warns when there is none."""
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "pack", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
+    assert "no sample could be packed" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert main(["data", "synth", "--out", str(tmp_path / "two"), "--num", "2", "--workers", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("val: 1 samples in 1 shards")
+    assert main(["data", "synth", "--out", str(tmp_path / "one"), "--num", "1", "--workers", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("warning: no val split (1 samples")

@@ -66,9 +66,11 @@ def test_blocks_are_the_whole_file(tmp_path, rate, channels, ext):
 def test_unreadable_files_name_the_file(tmp_path):
     (tmp_path / "empty.wav").write_bytes(b"")
     (tmp_path / "junk.flac").write_bytes(b"not audio at all")
-    for name in ("empty.wav", "junk.flac"):
-        with pytest.raises(DecodeError, match=rf"{name}: unreadable audio"):
-            audio_length(tmp_path / name, RATE)
+    with pytest.raises(DecodeError, match=r"empty.wav: the file is empty$"):
+        audio_length(tmp_path / "empty.wav", RATE)
+    with pytest.raises(DecodeError) as error:
+        audio_length(tmp_path / "junk.flac", RATE)
+    assert str(error.value) == f"{tmp_path / 'junk.flac'}: unreadable audio: Format not recognised."
 
 
 @pytest.mark.parametrize("audio", [{}, {"band_mean": False}, {"stem": "conv"}])

@@ -156,14 +156,15 @@ def synth_corpus(
 
     Shards already in those folders are replaced. `realistic=False`: the dry corpus (digital silence,
     one level, no room, bit-identical static video).
-    The last `round(num · val_fraction)` indices form the validation split. `workers` processes
+    The last `round(num · val_fraction)` indices form the validation split, at least one when
+    `val_fraction > 0` and `num ≥ 2` (a single sample has no validation split). `workers` processes
     synthesize in parallel (default: up to 2); the result does not depend on their number.
     """
     if num < 1:
         raise ValueError(f"--num must be at least 1, got {num}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"--val-fraction must lie in [0, 1), got {val_fraction}")
-    num_val = round(num * val_fraction)
+    num_val = max(round(num * val_fraction), 1 if val_fraction > 0 and num >= 2 else 0)
     out = Path(out)
     for stale in [*out.glob("train/*.tar"), *out.glob("val/*.tar"), *out.glob("*/sizes.json")]:
         stale.unlink()
