@@ -62,7 +62,7 @@ def _data_pack(args: argparse.Namespace) -> int:
     )
     if report.written == 0:
         raise ValueError(f"no sample could be packed from {args.src}")
-    return 0
+    return 1 if args.strict and report.skipped else 0
 
 
 def _data_check(args: argparse.Namespace) -> int:
@@ -72,7 +72,9 @@ def _data_check(args: argparse.Namespace) -> int:
     from mmchunk.data.loader import DataConfig
 
     logging.getLogger("mmchunk.data.loader").setLevel(logging.ERROR)  # the report lists every skip
-    report = check_shards(args.pattern, DataConfig(sample_rate=args.sample_rate))
+    report = check_shards(
+        args.pattern, DataConfig(sample_rate=args.sample_rate, require_text=not args.no_text)
+    )
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -81,7 +83,7 @@ def _data_check(args: argparse.Namespace) -> int:
         print(f"{report['ok']} samples ok, {report['skipped']} skipped")
     if report["ok"] == 0:
         raise ValueError(f"no sample of {args.pattern} could be read")
-    return 0
+    return 1 if args.strict and report["errors"] else 0
 
 
 def add_data_commands(sub: argparse._SubParsersAction) -> None:
@@ -154,6 +156,7 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="delete the .tar shards and sizes.json already under --out first",
     )
+    pack.add_argument("--strict", action="store_true", help="exit with 1 when anything was skipped")
     pack.set_defaults(func=_data_pack)
 
     check = data.add_parser(
@@ -167,4 +170,8 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     check.add_argument("pattern", help="shards, e.g. 'data/val/val-{000000..000003}.tar' or data/val")
     check.add_argument("--json", action="store_true", help='print {"ok", "skipped", "errors"} as JSON')
     check.add_argument("--sample-rate", type=positive_int, default=16_000, help="audio rate (16000)")
+    check.add_argument(
+        "--no-text", action="store_true", help="accept samples without text (export --modalities audio)"
+    )
+    check.add_argument("--strict", action="store_true", help="exit with 1 when anything was skipped")
     check.set_defaults(func=_data_check)

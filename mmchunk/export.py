@@ -172,6 +172,7 @@ def export_embeddings(
     config = DataConfig(
         video_fps=model.encoders["video"].native_rate_hz if "video" in model.encoders else 25.0,
         use_video="video" in modalities,
+        require_text="text" in modalities,
         max_samples=max_samples,
         max_seconds=BATCH_SECONDS,
     )

@@ -213,8 +213,12 @@ class ChunkFusionModel(nn.Module):
         return (1.0 - F.cosine_similarity(pred, target, dim=-1)).mean()
 
     def embed(self, chunks: Mapping[str, Ragged]) -> dict[str, Tensor]:
-        """L2-normalised pooled embeddings `[B, E]` of the audio and text chunk outputs."""
-        return {m: F.normalize(self.projections[m](mean_pool(chunks[m])), dim=-1) for m in ("audio", "text")}
+        """L2-normalised pooled embeddings `[B, E]` of the audio and text chunk outputs (those present)."""
+        return {
+            m: F.normalize(self.projections[m](mean_pool(chunks[m])), dim=-1)
+            for m in ("audio", "text")
+            if m in chunks
+        }
 
     def embed_text(self, text: Ragged) -> Tensor:
         """L2-normalised embeddings `[B, E]` of texts alone (UTF-8 bytes `[T]`, `cu_seqlens [B+1]`):

@@ -200,3 +200,20 @@ def test_a_long_sample_exports_window_by_window_as_in_one_pass(trained, tmp_path
     torch.testing.assert_close(windowed.chunks.t_start, single.chunks.t_start)
     torch.testing.assert_close(windowed.chunks.values, single.chunks.values, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(windowed.embeddings, single.embeddings, atol=1e-5, rtol=1e-5)
+
+
+def test_audio_only_export_takes_samples_without_text(trained, tmp_path):
+    import numpy as np
+    import soundfile
+
+    from mmchunk.data.pack import pack_folder
+
+    _, ckpt = trained
+    src = tmp_path / "src"
+    src.mkdir()
+    soundfile.write(src / "untitled.wav", (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 16_000)
+    pack_folder(src, tmp_path / "shards")
+    audio = export_embeddings(ckpt, tmp_path / "shards", tmp_path / "a", modalities=["audio"], progress=False)
+    assert audio["counts"] == {"samples": 1, "skipped": 0, "files": 1, "shards": 1}
+    both = export_embeddings(ckpt, tmp_path / "shards", tmp_path / "b", progress=False)
+    assert both["counts"]["samples"] == 0 and "no transcript" in both["skipped"][0]["reason"]

@@ -277,3 +277,30 @@ def test_no_partial_output_and_a_val_split(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[-1].startswith("val: 1 samples in 1 shards")
     assert main(["data", "synth", "--out", str(tmp_path / "one"), "--num", "1", "--workers", "1"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("warning: no val split (1 samples")
+
+
+def test_pack_and_check_agree_and_strict_fails_on_skips(tmp_path, capsys):
+    """A video without an audio file brings its own sound, one without sound is left out; samples
+    without text are counted by pack, rejected by check unless --no-text; --strict exits 1."""
+    src = tmp_path / "media"
+    src.mkdir()
+    tone(src / "speech.wav")
+    (src / "speech.txt").write_text("hello")
+    tone(src / "untitled.wav")
+    (src / "clip.mp4").write_bytes(make_video(10, tone_hz=330.0))
+    (src / "mute.mp4").write_bytes(make_video(10))
+    out = tmp_path / "out"
+    assert main(["data", "pack", str(src), "--out", str(out), "--strict"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        lines[0]
+        == f"skipped {src / 'mute.mp4'}: no audio track in the video, and no audio file with this stem"
+    )
+    assert "2 samples have no text: fine for export, skipped by training" in lines
+    assert lines[-1] == f"packed 3 samples into 1 shards under {out}; 1 skipped"
+    assert main(["data", "check", str(out), "--strict"]) == 1
+    report = capsys.readouterr().out.splitlines()
+    assert report[-1] == "1 samples ok, 2 skipped" and all("no transcript" in line for line in report[:2])
+    assert main(["data", "check", str(out), "--no-text", "--strict"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "3 samples ok, 0 skipped"
+    assert loaded(out, require_text=False, use_video=False)["clip"][1] == pytest.approx(0.4, abs=0.05)

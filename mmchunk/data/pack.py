@@ -4,6 +4,7 @@ with matching stems)."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -13,7 +14,15 @@ from pathlib import Path
 import soundfile
 from tqdm import tqdm
 
-from mmchunk.data.decode import ALLOWED_EXTS, AUDIO_EXTS, VIDEO_EXTS, DecodeError, decode_json, decode_text
+from mmchunk.data.decode import (
+    ALLOWED_EXTS,
+    AUDIO_EXTS,
+    VIDEO_EXTS,
+    DecodeError,
+    decode_container_audio,
+    decode_json,
+    decode_text,
+)
 from mmchunk.data.shards import ShardWriter
 from mmchunk.data.subtitles import SUBTITLE_EXTS, SubtitleError, read_subtitles
 
@@ -75,6 +84,18 @@ def audio_member(path: Path) -> dict[str, bytes]:
         raise DecodeError(f"extension .{ext} is not a packed audio format (.{', .'.join(AUDIO_EXTS)})")
     check_member(path, ext)
     return {ext: path.read_bytes()}
+
+
+def container_flac(path: Path) -> bytes:
+    """The first audio stream of a video file as mono 16-bit FLAC at its own rate; DecodeError
+    when the file cannot be read or has no audio stream."""
+    decoded = decode_container_audio(path.read_bytes(), None)
+    if decoded is None:
+        raise DecodeError("no audio track in the video")
+    wave, rate = decoded
+    buffer = io.BytesIO()
+    soundfile.write(buffer, wave.clamp(-1.0, 1.0).numpy(), rate, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue()
 
 
 def write_items(
@@ -159,14 +180,22 @@ def group_stems(src: Path, report: PackReport, exts: tuple[str, ...]) -> dict[Pa
 
 def read_folder(src: str | Path, report: PackReport) -> Iterator[PackItem]:
     """The folder format: every group of files sharing a stem under `src` (audio, video, .txt,
-    .json, .srt or .vtt subtitles) with an audio or a video file is one sample; groups without
-    media are skips."""
+    .json, .srt or .vtt subtitles) with an audio or a video file is one sample; a video without an
+    audio file of its stem brings its own sound (`container_flac`). Groups without media, and
+    videos without any sound, are skips: the loader needs audio."""
     for stem, members in group_stems(Path(src), report, ALLOWED_EXTS + SUBTITLE_EXTS).items():
         if "audio" not in members and "video" not in members:
             for path in members.values():
                 report.skip(path, "no audio or video file with this stem")
             continue
-        yield PackItem("", sample_key(stem), payload(members))
+        sound = {}
+        if "audio" not in members:
+            try:
+                sound = {"flac": container_flac(members["video"])}
+            except DecodeError as exc:
+                report.skip(members["video"], f"{exc}, and no audio file with this stem")
+                continue
+        yield PackItem("", sample_key(stem), {**payload(members), **sound})
 
 
 def pack_folder(src: str | Path, out: str | Path, *, shard_size: int = 256, name: str = "data") -> PackReport:

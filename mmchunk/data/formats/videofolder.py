@@ -4,27 +4,12 @@ stream becomes the sample's audio (FLAC at the stream's rate)."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 
-import soundfile
-
-from mmchunk.data.decode import VIDEO_EXTS, DecodeError, decode_container_audio
-from mmchunk.data.pack import PackItem, PackReport, group_stems, payload, sample_key
+from mmchunk.data.decode import VIDEO_EXTS, DecodeError
+from mmchunk.data.pack import PackItem, PackReport, container_flac, group_stems, payload, sample_key
 from mmchunk.data.subtitles import SUBTITLE_EXTS
-
-
-def container_flac(path: Path) -> bytes:
-    """The first audio stream of a video file as mono 16-bit FLAC at its own rate; DecodeError
-    when the file cannot be read or has no audio stream."""
-    decoded = decode_container_audio(path.read_bytes(), None)
-    if decoded is None:
-        raise DecodeError("no audio track in the video")
-    wave, rate = decoded
-    buffer = io.BytesIO()
-    soundfile.write(buffer, wave.clamp(-1.0, 1.0).numpy(), rate, format="FLAC", subtype="PCM_16")
-    return buffer.getvalue()
 
 
 def read_videofolder(src: Path, report: PackReport) -> Iterator[PackItem]:
