@@ -81,6 +81,19 @@ def shard_name(url: str) -> str:
     return name[: -len(".tar")] if name.endswith(".tar") else name
 
 
+def shard_sample_counts(urls: list[str]) -> int | None:
+    """Samples in the local shards `urls` by the `sizes.json` beside them (what `ShardWriter` writes),
+    or None when a shard is remote or not listed there: a progress bar's total."""
+    total = 0
+    for url in urls:
+        sizes = Path(url).parent / "sizes.json"
+        try:
+            total += json.loads(sizes.read_text())[Path(url).name]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return total
+
+
 def _parts(out: Path, name: str) -> list[Path]:
     return sorted(out.glob(f"{name}.part-*.safetensors"))
 
@@ -128,9 +141,13 @@ def _select(rows: dict[str, torch.Tensor], keep: list[int]) -> dict[str, torch.T
     return out
 
 
-def _write_part(path: Path, keys: list[str], rows: list[dict], dtype: torch.dtype) -> None:
-    """One safetensors part from the rows of several batches."""
-    cat = {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
+def _merge(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The rows of several batches as one (chunk rows follow their samples)."""
+    return {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
+
+
+def _write_part(path: Path, keys: list[str], cat: dict[str, torch.Tensor], dtype: torch.dtype) -> None:
+    """One safetensors part from the merged rows of its samples."""
     tensors = {k: v.to(dtype).contiguous() for k, v in cat.items() if k.startswith("embedding")}
     if "lengths" in cat:
         tensors["values"] = cat["values"].to(dtype).contiguous()
@@ -181,7 +198,8 @@ def export_embeddings(
     rank, world = _rank_world()
     mine = [u for i, u in enumerate(urls) if i % world == rank]
     clock, exported = time.perf_counter(), 0
-    bar = tqdm(total=None, unit="sample", desc=f"export rank {rank}", disable=not progress)
+    total = shard_sample_counts(mine)
+    bar = tqdm(total=total, unit="sample", desc=f"export rank {rank}", disable=not progress)
     for url in mine:
         name = shard_name(url)
         if (out / f"{name}.done.json").exists():
@@ -201,19 +219,16 @@ def export_embeddings(
                 pending_rows.append(rows)
                 bar.update(len(keep))
                 exported += len(keep)
-                if len(pending_keys) >= part_size:
-                    _write_part(
-                        out / f"{name}.part-{len(parts):04d}.safetensors",
-                        pending_keys,
-                        pending_rows,
-                        DTYPES[dtype],
-                    )
+                while len(pending_keys) >= part_size:  # parts of exactly `part_size`, the last one less
+                    merged = _merge(pending_rows)
+                    head, rest = list(range(part_size)), list(range(part_size, len(pending_keys)))
+                    path = out / f"{name}.part-{len(parts):04d}.safetensors"
+                    _write_part(path, pending_keys[:part_size], _select(merged, head), DTYPES[dtype])
                     parts = _parts(out, name)
-                    pending_keys, pending_rows = [], []
+                    pending_keys, pending_rows = pending_keys[part_size:], [_select(merged, rest)]
         if pending_keys:
-            _write_part(
-                out / f"{name}.part-{len(parts):04d}.safetensors", pending_keys, pending_rows, DTYPES[dtype]
-            )
+            path = out / f"{name}.part-{len(parts):04d}.safetensors"
+            _write_part(path, pending_keys, _merge(pending_rows), DTYPES[dtype])
             parts = _parts(out, name)
         counts = [len(_part_keys(p)) for p in parts]
         _write_json(

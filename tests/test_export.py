@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,31 @@ def test_audio_only_export_takes_samples_without_text(trained, tmp_path):
     assert audio["counts"] == {"samples": 1, "skipped": 0, "files": 1, "shards": 1}
     both = export_embeddings(ckpt, tmp_path / "shards", tmp_path / "b", progress=False)
     assert both["counts"]["samples"] == 0 and "no transcript" in both["skipped"][0]["reason"]
+
+
+@pytest.mark.parametrize(("part_size", "batch", "expected"), [(4, 3, [4, 2]), (3, 2, [3, 3]), (5, 8, [5, 1])])
+def test_parts_have_the_requested_size(trained, tmp_path, part_size, batch, expected):
+    from mmchunk.export import shard_sample_counts
+
+    data, ckpt = trained
+    shard = sorted((data / "val").glob("*.tar"))[0]
+    assert shard_sample_counts([str(shard)]) == 3 and shard_sample_counts(["http://x/a.tar"]) is None
+    urls = [str(p) for p in sorted((data / "val").glob("*.tar"))]
+    assert shard_sample_counts(urls) == 6
+    whole = tmp_path / "whole"
+    export_embeddings(ckpt, urls, whole, per_chunk=True, dtype="float32", progress=False)
+    out = tmp_path / "parts"
+    merged = [str(tmp_path / "val.tar")]
+    with tarfile.open(merged[0], "w") as dst:  # the 6 val samples in one shard
+        for url in urls:
+            with tarfile.open(url) as src:
+                for member in src:
+                    dst.addfile(member, src.extractfile(member))
+    result = export_embeddings(ckpt, merged, out, per_chunk=True, dtype="float32", progress=False,
+                               part_size=part_size, max_samples=batch)  # fmt: skip
+    assert [f["samples"] for f in result["files"]] == expected
+    got, ref = load_embeddings(out), load_embeddings(whole)
+    assert got.keys == ref.keys
+    torch.testing.assert_close(got.embeddings, ref.embeddings, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.chunks.values, ref.chunks.values, atol=1e-5, rtol=1e-5)
+    assert got.chunks.cu_seqlens.tolist() == ref.chunks.cu_seqlens.tolist()
