@@ -12,7 +12,7 @@ import lightning as L
 import torch
 
 from mmchunk.builtin_recipes import resolve_config_args
-from mmchunk.data import Batch, DataConfig, make_loader
+from mmchunk.data import Batch, DataConfig, expand_urls, make_loader
 from mmchunk.data.augment import AugmentConfig
 from mmchunk.data.loader import text_ragged
 from mmchunk.evaluation import ValidationAccumulator
@@ -206,9 +206,20 @@ def run_fit(argv: list[str]) -> L.Trainer:
     """
     from lightning.pytorch.cli import LightningCLI
 
+    class FitCLI(LightningCLI):
+        def before_instantiate_classes(self) -> None:
+            """Check the data before anything is built or written: a missing shard or folder is a
+            one-line error, and no run folder is left behind."""
+            data = self.config[self.config.subcommand].data
+            for split in ("train", "val"):
+                try:
+                    expand_urls(data[split])
+                except FileNotFoundError as exc:
+                    raise FileNotFoundError(f"--data.{split}: {exc}") from None
+
     with warnings.catch_warnings():  # `mmchunk fit|demo` passes its own argv on purpose
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        return LightningCLI(
+        return FitCLI(
             AudioTextModule,
             ShardDataModule,
             args=["fit", *resolve_config_args(argv)],

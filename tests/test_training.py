@@ -97,10 +97,10 @@ def test_resume_mid_epoch_is_exact(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("bad", ["--model.chunk_rate_hz=100"])
 def test_fit_rejects_impossible_chunk_rate(tmp_path, bad):
-    with pytest.raises((SystemExit, ValueError)):
-        run_fit(
-            ["--config", str(RECIPE), bad, "--trainer.max_steps", "1", "--data.train", "x", "--data.val", "y"]
-        )
+    (tmp_path / "a.tar").write_bytes(b"")  # the data check passes; the model cannot be built
+    with pytest.raises((SystemExit, ValueError), match="cannot be compressed"):
+        run_fit(["--config", str(RECIPE), bad, "--data.train", str(tmp_path), "--data.val", str(tmp_path),
+                 "--trainer.default_root_dir", str(tmp_path / "run")])  # fmt: skip
 
 
 def test_heuristic_baselines():
@@ -146,3 +146,16 @@ def test_demo_targets():
     }  # fmt: skip
     scores["boundary_f1_50ms"] = 0.51  # above both VADs
     assert demo_targets(scores)["boundary_f1_50ms"][1]
+
+
+def test_fit_checks_the_data_before_building_anything(tmp_path):
+    run, shards = tmp_path / "run", tmp_path / "shards"
+    shards.mkdir()
+    (shards / "train-000000.tar").write_bytes(b"")
+    args = ["--config", str(RECIPE), "--trainer.default_root_dir", str(run),
+            "--trainer.logger.init_args.save_dir", str(run)]  # fmt: skip
+    with pytest.raises(FileNotFoundError, match=r"^--data.train: no such shard or folder: .*missing$"):
+        run_fit([*args, "--data.train", str(tmp_path / "missing"), "--data.val", str(shards)])
+    with pytest.raises(FileNotFoundError, match=r"^--data.val: no shards match"):
+        run_fit([*args, "--data.train", str(shards), "--data.val", str(tmp_path / "run*")])
+    assert not run.exists()
