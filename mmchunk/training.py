@@ -90,6 +90,25 @@ class AudioTextModule(L.LightningModule):
             word_weight=word_weight, word_buckets=word_buckets,
         )  # fmt: skip
         self.validation = ValidationAccumulator(self.model.token_periods)
+        self.loader_epoch_offset = 0  # Lightning's epoch count minus the loader's (see on_load_checkpoint)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["loader_epoch_offset"] = self.loader_epoch_offset
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Keep the loader's epoch exact across a resume. A run that stops at `max_steps` inside an
+        epoch saves that epoch as finished (its progress counts it processed, although its last
+        batch never came); resumed, Lightning runs the rest of it as its next epoch. From then on
+        Lightning's epoch count is one ahead of the loader's, which the offset takes back."""
+        fit = checkpoint.get("loops", {}).get("fit_loop", {})
+        epochs = fit.get("epoch_progress", {}).get("current", {})
+        batches = fit.get("epoch_loop.batch_progress", {})
+        cut_short = (
+            batches.get("current", {}).get("completed", 0) > 0
+            and not batches.get("is_last_batch", True)
+            and epochs.get("processed", 0) == epochs.get("started", 0) > 0
+        )
+        self.loader_epoch_offset = checkpoint.get("loader_epoch_offset", 0) + int(cut_short)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
         if len(batch) < 2:
@@ -190,9 +209,10 @@ class ShardDataModule(L.LightningDataModule):
         )  # fmt: skip
 
     def _train_position(self) -> tuple[int, int]:
-        """(epoch, batches already trained in it) from the trainer's fit loop."""
+        """(the loader's epoch, batches already trained in it) from the trainer's fit loop."""
         loop = self.trainer.fit_loop
-        return loop.epoch_progress.current.processed, loop.epoch_loop.batch_progress.current.completed
+        epoch = loop.epoch_progress.current.processed - self.trainer.lightning_module.loader_epoch_offset
+        return epoch, loop.epoch_loop.batch_progress.current.completed
 
     def val_dataloader(self):
         h = self.hparams

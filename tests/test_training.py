@@ -67,13 +67,34 @@ def _tiny_fit(data: Path, run: Path, steps: int, *extra: str):
     ])  # fmt: skip
 
 
-def test_resume_mid_epoch_is_exact(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """A corpus of 6 training samples (3 batches per epoch) and the weights after 5 straight steps."""
+    root = tmp_path_factory.mktemp("resume")
+    synth_corpus(
+        root / "data", 8, video=True, seed=2, val_fraction=0.25, shard_size=3, workers=1, progress=False
+    )
+    return root / "data", _tiny_fit(root / "data", root / "a", 5).lightning_module.state_dict()
+
+
+@pytest.mark.parametrize("stop", [1, 3, 4])
+def test_resume_at_any_step_is_exact(straight_run, tmp_path, stop):
+    """Stopped after `stop` steps (inside the first epoch, at its end, inside the second) and
+    resumed to 5: the weights equal the straight run's bit for bit. (A stop at `max_steps` inside
+    an epoch is saved by Lightning as that epoch finished: `on_load_checkpoint` takes it back.)"""
+    data, straight = straight_run
+    _tiny_fit(data, tmp_path, stop)
+    last = next(tmp_path.glob("logs/version_*/checkpoints/last.ckpt"))
+    got = _tiny_fit(data, tmp_path, 5, "--ckpt_path", str(last)).lightning_module.state_dict()
+    for name in straight:
+        torch.testing.assert_close(got[name], straight[name], rtol=0, atol=0, msg=name)
+
+
+def test_resume_mid_epoch_is_exact(straight_run, tmp_path, monkeypatch):
     """5 steps straight == 2 steps, stop, resume from last.ckpt to 5 (3 batches per epoch: the stop
     is mid-epoch and the resumed run crosses into the next, reshuffled, epoch). The stopped and
     resumed runs prefetch their batches in a thread: the same batches as the straight run's."""
-    data = tmp_path / "data"
-    synth_corpus(data, 8, video=True, seed=2, val_fraction=0.25, shard_size=3, workers=1, progress=False)
-    straight = _tiny_fit(data, tmp_path / "a", 5).lightning_module.state_dict()
+    data, straight = straight_run
     _tiny_fit(data, tmp_path / "b", 2, "--data.cache", "true", "--data.prefetch", "2")
     last = next((tmp_path / "b").glob("logs/version_*/checkpoints/last.ckpt"))
     resumed = _tiny_fit(
