@@ -30,7 +30,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     extra = [arg for name in args.config for arg in ("--config", str(resolve_recipe(name)))]
     if args.steps:
-        extra += [f"--trainer.max_steps={args.steps}", f"--model.max_steps={args.steps}"]
+        extra += [f"--trainer.max_steps={args.steps}"]
     scores = run_pipeline(args.out, num=args.num + args.val, val=args.val, extra=extra, data=args.data)
     if args.json:
         print(json.dumps(scores, indent=2))

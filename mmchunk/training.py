@@ -45,8 +45,41 @@ def validate_batch(model: ChunkFusionModel, batch: Batch, accumulator: Validatio
 
 
 class AudioTextModule(L.LightningModule):
-    """Trains `ChunkFusionModel` (contrastive + matching + ratio + next-feature losses) with AdamW,
-    linear warm-up and cosine decay; validation reports retrieval, compression and boundaries."""
+    """The audio-text model (`ChunkFusionModel`) and how it trains.
+
+    Losses: contrastive, matching, ratio, next-feature (and optional CTC and bag-of-words); AdamW
+    with linear warm-up and cosine decay over the trainer's `max_steps`; validation reports
+    retrieval, compression and boundaries.
+
+    Args:
+        dim: width of every encoder, the chunker and the main network.
+        embed_dim: width of the contrastive audio and text embeddings.
+        chunk_rate_hz: target chunks per second, shared by all modalities (sets each one's ratio target).
+        encoders: per modality, the encoder's options (e.g. {audio: {depth: 2, stem: logmel}}).
+        main_depth: blocks of the main network on the chunks (global attention).
+        fusion_depth: blocks of the fusion stack over the chunks of all modalities in time order.
+        heads: attention heads.
+        ratio_weight: weight of the ratio loss (H-Net's alpha).
+        predict_weight: weight of the next-feature prediction loss that trains the routing.
+        match_weight: weight of the audio-text matching loss of the fusion stack.
+        outer_depth: local mixing blocks on the fine chunks before the main network.
+        outer_mixer: the local mixer: recurrent, window or attention.
+        stages: chunking stages (2: a second, coarser chunking before the attention).
+        inner_ratio: compression target of the second stage.
+        moe: mixture-of-experts feed-forward ({stages, experts, top_k, weight}); null: dense.
+        backbone: chunk (the chunked backbone) or hrm (two-timescale recurrent, adaptive halting).
+        hrm: the HRM backbone's options.
+        ratio_per_sequence: hold every clip to the ratio target (not only the batch mean).
+        routing_windows: per modality, tokens averaged on each side of a boundary candidate.
+        routing_center: modalities whose routing input has the clip's mean token taken out.
+        ctc_weight: weight of a byte CTC loss of the audio against the transcript (0: off).
+        word_weight: weight of the bag-of-words loss of the pooled audio (0: off).
+        word_buckets: hash buckets of the bag-of-words loss.
+        lr: peak learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_steps: steps of linear warm-up.
+        max_steps: steps of the cosine decay; null (the default): the trainer's max_steps (≤ 0: no decay).
+    """
 
     def __init__(
         self,
@@ -76,7 +109,7 @@ class AudioTextModule(L.LightningModule):
         lr: float = 5e-4,
         weight_decay: float = 0.01,
         warmup_steps: int = 20,
-        max_steps: int = 1000,
+        max_steps: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -137,11 +170,14 @@ class AudioTextModule(L.LightningModule):
         optimizer = torch.optim.AdamW(
             self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
         )
-        warmup, total = self.hparams.warmup_steps, max(self.hparams.max_steps, 1)
+        warmup = self.hparams.warmup_steps
+        total = self.hparams.max_steps if self.hparams.max_steps is not None else self.trainer.max_steps
 
         def schedule(step: int) -> float:
             if step < warmup:
                 return (step + 1) / warmup
+            if total <= 0:  # no step limit: no decay
+                return 1.0
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(total - warmup, 1))))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -157,6 +193,23 @@ class AudioTextModule(L.LightningModule):
 
 class ShardDataModule(L.LightningDataModule):
     """Train and validation shards through `mmchunk.data.make_loader`.
+
+    Args:
+        train: training shards: a folder, glob, brace pattern or URL.
+        val: validation shards, as train.
+        num_workers: DataLoader worker processes (0: decode in the main process).
+        max_seconds: a batch closes before its audio would pass this many seconds.
+        max_samples: samples per batch at most.
+        shuffle_buffer: training samples mixed in a buffer of this size (0: stream order).
+        use_video: decode and train on the video of samples that have one.
+        video_fps: frames per second the video is sampled at.
+        sample_rate: audio is resampled to this rate (Hz).
+        resampled: draw training shards with replacement (multi-GPU: every rank the same count).
+        epoch_batches: with resampled, batches per epoch and worker.
+        seed: seed of the shuffling, the caption draw and the augmentation.
+        cache: keep decoded samples in memory after the first epoch (small corpora, num_workers 0).
+        augment: training-time audio augmentation (AugmentConfig); null: off.
+        prefetch: training batches a background thread makes ahead (num_workers 0).
 
     train / val: shard patterns; resampled: draw training shards with replacement and stop each
     epoch after `epoch_batches` batches (multi-GPU: every rank the same count); the remaining
@@ -219,6 +272,44 @@ class ShardDataModule(L.LightningDataModule):
         return make_loader(h.val, self.config(train=False), num_workers=h.num_workers)
 
 
+def _option_strings(parser) -> list[str]:
+    """Every option string of an argparse parser and of its subcommands' parsers."""
+    import argparse
+
+    options = []
+    for action in parser._actions:
+        options += action.option_strings
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                options += _option_strings(child)
+    return options
+
+
+def _short_error_parser():
+    """LightningCLI's parser class with a one-line error (and the closest option) instead of the
+    whole usage text."""
+    import difflib
+    import re
+
+    from lightning.pytorch.cli import LightningArgumentParser
+
+    class ShortErrorParser(LightningArgumentParser):
+        def error(self, message: str, ex: Exception | None = None):
+            if not self.exit_on_error:  # jsonargparse's own parsing tries alternatives through errors
+                return super().error(message, ex)
+            message = " ".join(str(message).split())
+            hint = ""
+            options = _option_strings(self)
+            typed = re.findall(r"--[\w.]+", message.lower().split("arguments:")[-1])
+            for unknown in (t for t in typed if t not in options and t != "--config"):
+                if close := difflib.get_close_matches(unknown, options, n=1):
+                    hint = f" (did you mean {close[0]} for {unknown}?)"
+                    break
+            self.exit(2, f"mmchunk fit: error: {message}{hint}\n")
+
+    return ShortErrorParser
+
+
 def run_fit(argv: list[str]) -> L.Trainer:
     """`mmchunk fit ARGS`: LightningCLI's `fit` over AudioTextModule and ShardDataModule; returns
     the trainer. `--config` takes a file or a built-in recipe's name (`demo_cpu`). The resolved
@@ -244,5 +335,6 @@ def run_fit(argv: list[str]) -> L.Trainer:
             ShardDataModule,
             args=["fit", *resolve_config_args(argv)],
             save_config_kwargs={"overwrite": True},
+            parser_class=_short_error_parser(),
             seed_everything_default=0,
         ).trainer

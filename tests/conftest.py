@@ -58,7 +58,7 @@ def trained(tmp_path_factory):
         "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root / "run"),
         "--trainer.logger.init_args.save_dir", str(root / "run"),
         "--model.dim", "32", "--model.embed_dim", "16", "--model.heads", "2", "--model.main_depth", "1",
-        "--model.max_steps", "2", "--data.train", str(data / "train"), "--data.val", str(data / "val"),
+        "--data.train", str(data / "train"), "--data.val", str(data / "val"),
         "--data.max_samples", "4",
     ])  # fmt: skip
     ckpt = next(root.glob("run/logs/version_*/checkpoints/last.ckpt"))

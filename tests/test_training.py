@@ -37,7 +37,6 @@ def test_fit_recipe_runs_and_saves_config(tmp_path):
         "--trainer.enable_progress_bar", "false",
         "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run),
         "--model.dim", "32", "--model.embed_dim", "16", "--model.heads", "2", "--model.main_depth", "1",
-        "--model.max_steps", "2",
         "--data.train", str(tmp_path / "data" / "train"), "--data.val", str(tmp_path / "data" / "val"),
         "--data.num_workers", "0", "--data.max_samples", "4",
     ])  # fmt: skip
@@ -61,7 +60,7 @@ def _tiny_fit(data: Path, run: Path, steps: int, *extra: str):
         "--trainer.enable_progress_bar", "false",
         "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run),
         "--model.dim", "32", "--model.embed_dim", "16", "--model.heads", "2", "--model.main_depth", "1",
-        "--model.max_steps", "5", "--model.warmup_steps", "2",
+        "--model.max_steps", "5", "--model.warmup_steps", "2",  # the schedule of a 5-step run
         "--data.train", str(data / "train"), "--data.val", str(data / "val"),
         "--data.num_workers", "0", "--data.max_samples", "2", *extra,
     ])  # fmt: skip
@@ -141,7 +140,7 @@ def test_full_pipeline_writes_reports(tmp_path):
     from mmchunk.pipeline import format_summary, run_pipeline
 
     tiny = ["--model.dim=32", "--model.embed_dim=16", "--model.heads=2", "--model.main_depth=1"]
-    steps = ["--trainer.max_steps=2", "--model.max_steps=2", "--trainer.val_check_interval=2"]
+    steps = ["--trainer.max_steps=2", "--trainer.val_check_interval=2"]
     quiet = ["--trainer.enable_progress_bar=false", "--data.num_workers=0", "--data.max_samples=4"]
     scores = run_pipeline(tmp_path, num=10, val=4, extra=tiny + steps + quiet)
     required = (
@@ -180,3 +179,32 @@ def test_fit_checks_the_data_before_building_anything(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"^--data.val: no shards match"):
         run_fit([*args, "--data.train", str(shards), "--data.val", str(tmp_path / "run*")])
     assert not run.exists()
+
+
+def test_one_step_count_and_help_and_short_errors(capsys):
+    from types import SimpleNamespace
+
+    from mmchunk.training import AudioTextModule
+
+    module = AudioTextModule(dim=32, embed_dim=16, heads=2, main_depth=1, warmup_steps=2)
+    factors = {}
+    for steps in (10, -1):  # the trainer's max_steps sets the decay; none: no decay
+        module._trainer = SimpleNamespace(max_steps=steps)
+        schedule = module.configure_optimizers()["lr_scheduler"]["scheduler"].lr_lambdas[0]
+        factors[steps] = [round(schedule(s), 4) for s in (0, 1, 2, 6, 10)]
+    assert factors == {10: [0.5, 1.0, 1.0, 0.5, 0.0], -1: [0.5, 1.0, 1.0, 1.0, 1.0]}
+    module._trainer = None
+    with pytest.raises(SystemExit) as exit_:
+        run_fit(["--config", str(RECIPE), "--model.dimm", "5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        exit_.value.code == 2
+        and len(err) == 1
+        and err[0].endswith("(did you mean --model.dim for --model.dimm?)")
+    )
+    with pytest.raises(SystemExit):
+        run_fit(["--help"])
+    help_text = capsys.readouterr().out
+    assert (
+        "width of every encoder, the chunker and the main" in help_text and "--model.max_steps" in help_text
+    )
