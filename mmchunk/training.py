@@ -301,7 +301,7 @@ def _short_error_parser():
             hint = ""
             options = _option_strings(self)
             typed = re.findall(r"--[\w.]+", message.lower().split("arguments:")[-1])
-            for unknown in (t for t in typed if t not in options and t != "--config"):
+            for unknown in (t for t in typed if t not in options):
                 if close := difflib.get_close_matches(unknown, options, n=1):
                     hint = f" (did you mean {close[0]} for {unknown}?)"
                     break
