@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mmchunk.data.decode import DecodeError
-from mmchunk.data.formats.clotho import audio_index, find_audio, read_csv_rows, unused_audio
+from mmchunk.data.formats.sheets import audio_index, caption_sheets, find_audio, read_csv_rows, unused_audio
 from mmchunk.data.pack import PackItem, PackReport, audio_member, sample_key
 
 COLUMNS = ("audiocap_id", "youtube_id", "start_time", "caption")
@@ -42,12 +42,8 @@ def read_audiocaps(src: Path, report: PackReport) -> Iterator[PackItem]:
     """One sample per clip with readable audio, its captions as the JSON's `text` list; the split
     is the CSV's name. Clips without an audio file (videos gone from YouTube, most often) and audio
     files no row names are skips."""
-    index = audio_index(src)
-    used: set[Path] = set()
-    sheets = sorted(src.rglob("*.csv"))
-    if not sheets:
-        raise FileNotFoundError(f"{src}: no AudioCaps CSV (train.csv, val.csv, test.csv) found")
-    for sheet in sheets:
+    index, used = audio_index(src), set()
+    for sheet in caption_sheets(src, "*.csv", "AudioCaps CSV (train.csv, val.csv, test.csv)"):
         split = sheet.stem
         for (youtube, start), rows in clips(sheet, report).items():
             names = [a for a, _ in rows] + [youtube, f"Y{youtube}", f"{youtube}_{start}"]
