@@ -320,7 +320,12 @@ def run_fit(argv: list[str]) -> L.Trainer:
     class FitCLI(LightningCLI):
         def before_instantiate_classes(self) -> None:
             """Check the data before anything is built or written: a missing shard or folder is a
-            one-line error, and no run folder is left behind."""
+            one-line error, and no run folder is left behind. A run shorter than the recipe's
+            validation interval (in steps) validates at its end: a short run logs its metrics too."""
+            trainer = self.config[self.config.subcommand].trainer
+            every, steps = trainer.val_check_interval, trainer.max_steps
+            if trainer.check_val_every_n_epoch is None and isinstance(every, int) and 0 < steps < every:
+                trainer.val_check_interval = steps
             data = self.config[self.config.subcommand].data
             for split in ("train", "val"):
                 try:

@@ -208,3 +208,18 @@ def test_one_step_count_and_help_and_short_errors(capsys):
     assert (
         "width of every encoder, the chunker and the main" in help_text and "--model.max_steps" in help_text
     )
+
+
+def test_a_run_shorter_than_the_validation_interval_validates_at_its_end(tmp_path):
+    data = tmp_path / "data"
+    synth_corpus(data, 6, seed=5, val_fraction=0.34, shard_size=3, workers=1, progress=False)
+    run = tmp_path / "run"
+    run_fit([
+        "--config", str(RECIPE), "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run),
+        "--model.dim", "32", "--model.embed_dim", "16", "--model.heads", "2", "--model.main_depth", "1",
+        "--data.train", str(data / "train"), "--data.val", str(data / "val"), "--data.max_samples", "2",
+        "--data.use_video", "false",
+    ])  # fmt: skip
+    rows = (run / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
+    assert "val/a2t_R@1" in rows[0].split(",")  # the recipe validates every 480 steps; this run at step 2
