@@ -40,12 +40,11 @@ elif mode == "one-pass":
     from mmchunk.checkpoint import load_model
     from mmchunk.data.decode import decode_audio
     from mmchunk.ragged import Ragged
-    from mmchunk.segment import audio_input
     model, _ = load_model(ckpt)
     encoder = model.encoders["audio"]
     wave, _ = decode_audio(Path(path).read_bytes(), encoder.sample_rate)
     with torch.no_grad():
-        feats = encoder(audio_input(wave, encoder.sample_rate))
+        feats = encoder(Ragged.from_list([wave]))
         audio = torch.zeros(feats.num_tokens, dtype=torch.long)
         tagged = Ragged(feats.values, feats.cu_seqlens, modality=audio)
         starts = model.chunker(tagged).boundary_mask.nonzero().squeeze(1)

@@ -24,12 +24,6 @@ from mmchunk.model import ChunkFusionModel
 from mmchunk.ragged import Ragged
 
 
-def audio_input(wave: torch.Tensor, rate: int) -> Ragged:
-    """One waveform `[N]` at `rate` as a one-sequence Ragged with per-sample time spans."""
-    t = torch.arange(wave.numel()) / rate
-    return Ragged.from_list([wave], t_start=[t], t_end=[t + 1 / rate])
-
-
 def read_inputs(path: Path, model: ChunkFusionModel) -> tuple[dict[str, Ragged], float]:
     """The model inputs of a media file (one-sequence Ragged batches with time spans, by modality)
     and its duration in s. A video file gives its frames and, when it has an audio track, its sound."""
@@ -38,7 +32,7 @@ def read_inputs(path: Path, model: ChunkFusionModel) -> tuple[dict[str, Ragged],
     rate = model.encoders["audio"].sample_rate
     if ext in AUDIO_EXTS:
         wave, _ = decode_audio(data, rate)
-        return {"audio": audio_input(wave, rate)}, wave.numel() / rate
+        return {"audio": Ragged.from_list([wave])}, wave.numel() / rate
     if ext in VIDEO_EXTS:
         if "video" not in model.encoders:
             raise ValueError(f"{path}: this model has no video encoder")
@@ -48,7 +42,7 @@ def read_inputs(path: Path, model: ChunkFusionModel) -> tuple[dict[str, Ragged],
         duration = len(frames) / fps
         sound = decode_container_audio(data, rate)
         if sound is not None:
-            inputs["audio"] = audio_input(sound[0], rate)
+            inputs["audio"] = Ragged.from_list([sound[0]])
             duration = max(duration, sound[0].numel() / rate)
         return inputs, duration
     if ext in TEXT_EXTS:

@@ -35,10 +35,7 @@ def validate_batch(model: ChunkFusionModel, batch: Batch, accumulator: Validatio
     if any(len(c) > 1 for c in batch.captions):
         owner = torch.tensor([i for i, c in enumerate(batch.captions) for _ in c])
         texts = [caption for c in batch.captions for caption in c]
-        rate = batch.meta[0]["_sample_rate"]
-        seconds = [int(n) / rate for n in batch.audio.lengths.tolist()]
-        clips = owner.tolist()
-        captions = text_ragged(texts, [batch.meta[i] for i in clips], [seconds[i] for i in clips])
+        captions = text_ragged(texts, [batch.meta[i] for i in owner.tolist()])
         text = model.embed_text(captions.to(text.device))
     accumulator.update(out.audio_embedding, text, out.routing, batch.meta, owner)
     return out

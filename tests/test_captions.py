@@ -119,7 +119,8 @@ def test_validation_embeds_every_caption(laion):
         single = []
         for i, captions in enumerate(batch.captions):
             seconds = batch.audio.lengths[i].item() / 16_000
-            single += [model.embed_text(text_ragged([c], [batch.meta[i]], [seconds])) for c in captions]
+            assert batch.meta[i]["_seconds"] == seconds
+            single += [model.embed_text(text_ragged([c], [batch.meta[i]])) for c in captions]
     (text,) = acc.text
     assert text.shape == (16, 16)
     torch.testing.assert_close(text, torch.cat(single), atol=1e-5, rtol=1e-5)

@@ -22,7 +22,7 @@ from mmchunk.longform import (
 )
 from mmchunk.model import ChunkFusionModel
 from mmchunk.ragged import Ragged
-from mmchunk.segment import audio_input, segment_file
+from mmchunk.segment import segment_file
 
 RATE = 16_000
 AUDIO = {"depth": 2, "stem": "logmel", "band_mean": True, "frame_ms": 40.0, "window_ms": 60.0, "context": 1}
@@ -78,7 +78,7 @@ def test_streamed_stats_equal_one_pass(tmp_path, audio):
     path = recording(tmp_path / "a.flac", 7.0, 44_100)
     encoder = model(**audio).encoders["audio"]
     wave, _ = decode_audio(path.read_bytes(), RATE)
-    frames, cu, _ = frame_waveforms(audio_input(wave, RATE), encoder.hop, encoder.width)
+    frames, cu, _ = frame_waveforms(Ragged.from_list([wave]), encoder.hop, encoder.width)
     one_pass = encoder.level_stats(encoder.frame_power(frames), cu)
     pieces = lambda: read_blocks(path, RATE, 0.9)
     streamed = streamed_level_stats(encoder, pieces, wave.numel(), window=13)
@@ -90,7 +90,7 @@ def test_streamed_stats_equal_one_pass(tmp_path, audio):
 def one_pass_starts(m: ChunkFusionModel, path) -> torch.Tensor:
     wave, _ = decode_audio(path.read_bytes(), RATE)
     with torch.no_grad():
-        feats = m.encoders["audio"](audio_input(wave, RATE))
+        feats = m.encoders["audio"](Ragged.from_list([wave]))
         tagged = Ragged(
             feats.values, feats.cu_seqlens, modality=torch.zeros(feats.num_tokens, dtype=torch.long)
         )
@@ -116,7 +116,7 @@ def test_long_audio_chunks_equal_the_chunks_of_one_pass(tmp_path, pooling):
     m.chunker.pooling = pooling
     wave, _ = decode_audio(path.read_bytes(), RATE)
     with torch.no_grad():
-        feats = m.encoders["audio"](audio_input(wave, RATE))
+        feats = m.encoders["audio"](Ragged.from_list([wave]))
         modality = torch.zeros(feats.num_tokens, dtype=torch.long)
         tagged = Ragged(
             feats.values, feats.cu_seqlens, t_start=feats.t_start, t_end=feats.t_end, modality=modality

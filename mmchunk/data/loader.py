@@ -296,7 +296,7 @@ def collate(samples: list[Sample], skipped: list[Skipped]) -> Batch:
         return Batch([], None, None, None, [], skipped)
     audio = Ragged.from_list([s.audio for s in samples])  # sample i lies at i / rate: no per-sample spans
     metas = [{**s.meta, "_seconds": s.seconds} for s in samples]
-    text = text_ragged([s.text or "" for s in samples], metas, [s.seconds for s in samples])
+    text = text_ragged([s.text or "" for s in samples], metas)
     video = None
     if any(s.video is not None for s in samples):
         shape = next(s.video.shape[1:] for s in samples if s.video is not None)
@@ -309,10 +309,11 @@ def collate(samples: list[Sample], skipped: list[Skipped]) -> Batch:
     return Batch([s.key for s in samples], audio, text, video, metas, skipped, captions)
 
 
-def text_ragged(texts: list[str], metas: list[dict], seconds: list[float]) -> Ragged:
-    """UTF-8 bytes `[T]` int64 of `texts[i]`, a text of the sample with JSON `metas[i]` and audio
-    `seconds[i]` long, with byte time spans on that sample's time axis (`text_byte_times`)."""
-    spans = [text_byte_times(t, input_words(m), d) for t, m, d in zip(texts, metas, seconds)]
+def text_ragged(texts: list[str], metas: list[dict]) -> Ragged:
+    """UTF-8 bytes `[T]` int64 of `texts[i]`, a text of the sample whose batch JSON is `metas[i]`
+    (its audio's length in `_seconds`), with byte time spans on that sample's time axis
+    (`text_byte_times`)."""
+    spans = [text_byte_times(t, input_words(m), m["_seconds"]) for t, m in zip(texts, metas)]
     return Ragged.from_list(
         [torch.tensor(list(t.encode()), dtype=torch.int64) for t in texts],
         t_start=[a for a, _ in spans],
