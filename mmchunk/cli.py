@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import mmchunk
+from mmchunk.atomic import atomic_write
 from mmchunk.cli_data import add_data_commands
 from mmchunk.cli_types import positive_float, positive_int
 
@@ -98,9 +99,8 @@ def _hashhop_generate(args: argparse.Namespace) -> int:
 
     tasks = generate(args.num, args.n_chars, args.hops, args.num_queries, args.hash_len, args.seed, args.cot)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w") as f:
-        for task in tasks:
-            f.write(json.dumps(task.to_json()) + "\n")
+    lines = "".join(json.dumps(task.to_json()) + "\n" for task in tasks)
+    atomic_write(args.out, lambda tmp: tmp.write_text(lines))
     sizes = [len(t.prompt) for t in tasks]
     print(f"wrote {len(tasks)} tasks to {args.out} (prompts of {min(sizes)}–{max(sizes)} characters)")
     if args.spoken:

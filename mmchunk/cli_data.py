@@ -8,21 +8,12 @@ from pathlib import Path
 
 from mmchunk.cli_types import positive_int
 
-
-def clear_shards(out: Path, overwrite: bool) -> None:
-    """Refuse an output folder that already holds shards, or with `overwrite` delete its `.tar`
-    shards and `sizes.json` files first: a rerun never mixes old and new shards."""
-    existing = sorted(out.rglob("*.tar")) if out.is_dir() else []
-    if existing and not overwrite:
-        raise ValueError(f"{out} already holds shards ({existing[0]}); pass --overwrite to replace them")
-    for old in [*existing, *out.rglob("sizes.json")] if existing else []:
-        old.unlink()
+OVERWRITE_HELP = "replace the shards already under --out (they stay until all new ones are written)"
 
 
 def _data_synth(args: argparse.Namespace) -> int:
     from mmchunk.data.synth import synth_corpus
 
-    clear_shards(args.out, args.overwrite)
     sizes = synth_corpus(
         args.out,
         args.num,
@@ -32,6 +23,7 @@ def _data_synth(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         shard_size=args.shard_size,
         workers=args.workers,
+        overwrite=args.overwrite,
     )
     for split, shards in sizes.items():
         print(f"{split}: {sum(shards.values())} samples in {len(shards)} shards under {args.out / split}")
@@ -44,8 +36,9 @@ def _data_synth(args: argparse.Namespace) -> int:
 def _data_pack(args: argparse.Namespace) -> int:
     from mmchunk.data.formats import pack_dataset
 
-    clear_shards(args.out, args.overwrite)
-    report = pack_dataset(args.format, args.src, args.out, shard_size=args.shard_size, name=args.name)
+    report = pack_dataset(
+        args.format, args.src, args.out, shard_size=args.shard_size, name=args.name, overwrite=args.overwrite
+    )
     for path, reason in report.skipped:
         print(f"skipped {path}: {reason}")
     splits: dict[str, int] = {}
@@ -116,7 +109,7 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--val-fraction", type=float, default=0.1, help="share of validation samples (0.1)")
     synth.add_argument("--shard-size", type=positive_int, default=256, help="samples per shard (256)")
     synth.add_argument("--workers", type=positive_int, help="synthesis processes (default: up to 2)")
-    synth.add_argument("--overwrite", action="store_true", help="first delete the shards already under --out")
+    synth.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     synth.set_defaults(func=_data_synth)
 
     pack = data.add_parser(
@@ -154,7 +147,7 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     pack.add_argument(
         "--overwrite",
         action="store_true",
-        help="delete the .tar shards and sizes.json already under --out first",
+        help=OVERWRITE_HELP,
     )
     pack.add_argument("--strict", action="store_true", help="exit with 1 when anything was skipped")
     pack.set_defaults(func=_data_pack)

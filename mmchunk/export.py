@@ -33,6 +33,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 import mmchunk
+from mmchunk.atomic import atomic_write, write_json
 from mmchunk.checkpoint import file_sha256, load_module
 from mmchunk.data import DataConfig, expand_urls, make_dataset
 from mmchunk.longform import long_audio_chunks
@@ -55,18 +56,6 @@ class Embeddings(NamedTuple):
     embeddings: torch.Tensor
     modality_embeddings: dict[str, torch.Tensor]
     chunks: Ragged | None
-
-
-def _atomic_write(path: Path, write) -> None:
-    """`write(tmp_path)`, then rename onto `path`."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.chmod(tmp, 0o644)  # safetensors creates its file owner-only
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, value: dict) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n"))
 
 
 def _rank_world() -> tuple[int, int]:
@@ -153,7 +142,7 @@ def _write_part(path: Path, keys: list[str], cat: dict[str, torch.Tensor], dtype
         tensors["values"] = cat["values"].to(dtype).contiguous()
         tensors["cu_seqlens"] = torch.nn.functional.pad(cat["lengths"].cumsum(0), (1, 0)).to(torch.int32)
         tensors.update(t0=cat["t0"].float(), t1=cat["t1"].float(), modality=cat["modality"].long())
-    _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"keys": json.dumps(keys)}))
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"keys": json.dumps(keys)}))
 
 
 def export_embeddings(
@@ -231,7 +220,7 @@ def export_embeddings(
             _write_part(path, pending_keys, _merge(pending_rows), DTYPES[dtype])
             parts = _parts(out, name)
         counts = [len(_part_keys(p)) for p in parts]
-        _write_json(
+        write_json(
             out / f"{name}.done.json",
             {"shard": url, "parts": [p.name for p in parts], "samples": counts, "skipped": skipped},
         )
@@ -284,7 +273,7 @@ def write_manifest(
     path = out / "manifest.json"
     text = json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
     if not path.exists() or path.read_text() != text:
-        _atomic_write(path, lambda tmp: tmp.write_text(text))
+        atomic_write(path, lambda tmp: tmp.write_text(text))
     return manifest
 
 

@@ -8,7 +8,6 @@ under a few recording conditions (the short form of `mmchunk eval robustness`), 
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable, Iterable
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from mmchunk.atomic import atomic_write, write_json
 from mmchunk.builtin_recipes import resolve_recipe
 from mmchunk.checkpoint import load_module
 from mmchunk.data import DataConfig, Sample, make_dataset
@@ -119,7 +119,7 @@ def plot_boundaries(examples: list, path: Path, sample_rate: int = 16_000) -> No
         ax.set_xlim(0, meta["_seconds"])
     axes[-1, 0].set_xlabel("time (s) — red: learned chunk boundaries, green: word onsets, blue: silence")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
 
 
@@ -166,7 +166,7 @@ def run_pipeline(
     scores.update(timings, seconds_eval=time.perf_counter() - clock)
     scores["robustness"] = {"checkpoint": str(out / "model.ckpt"), "data": str(data / "val"), "seed": 0,
                             "conditions": conditions}  # fmt: skip
-    (out / "metrics.json").write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
+    write_json(out / "metrics.json", scores)
     return scores
 
 

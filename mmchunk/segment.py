@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from mmchunk.atomic import atomic_write
 from mmchunk.checkpoint import load_model
 from mmchunk.chunkspace import MODALITY_IDS
 from mmchunk.data.decode import (
@@ -179,5 +180,5 @@ def plot_segments(report: dict, path: str | Path, sample_rate: int = 16_000) -> 
     ax.set_xlabel("time (s)")
     ax.set_title(f"{Path(report['file']).name}: {len(report['chunks'])} {'+'.join(rows)} chunks", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)

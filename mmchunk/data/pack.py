@@ -14,6 +14,7 @@ from pathlib import Path
 import soundfile
 from tqdm import tqdm
 
+from mmchunk.atomic import replacing_shards
 from mmchunk.data.decode import (
     ALLOWED_EXTS,
     AUDIO_EXTS,
@@ -105,10 +106,20 @@ def write_items(
     *,
     shard_size: int = 256,
     name: str = "data",
+    overwrite: bool = True,
 ) -> PackReport:
     """Write `items` into shards: `out/{name}-%06d.tar` for split "", `out/{split}/{split}-%06d.tar`
-    otherwise, `sizes.json` beside each split's shards. A key seen before in its split is a skip."""
-    out = Path(out)
+    otherwise, `sizes.json` beside each split's shards. A key seen before in its split is a skip.
+    The shards already under `out` are replaced once all new ones are written (`replacing_shards`;
+    refused without `overwrite`), and stay when nothing could be written."""
+    with replacing_shards(out, overwrite) as stage:
+        _write_staged(items, stage, report, shard_size, name)
+    return report
+
+
+def _write_staged(
+    items: Iterable[PackItem], out: Path, report: PackReport, shard_size: int, name: str
+) -> None:
     writers: dict[str, ShardWriter] = {}
     seen: set[tuple[str, str]] = set()
     try:
@@ -127,7 +138,6 @@ def write_items(
         for split, writer in writers.items():
             for shard, count in writer.close().items():
                 report.shards[f"{split}/{shard}" if split else shard] = count
-    return report
 
 
 def has_json_text(data: bytes | None) -> bool:

@@ -8,6 +8,8 @@ import os
 import tarfile
 from pathlib import Path
 
+from mmchunk.atomic import atomic_write
+
 
 class ShardWriter:
     """Writes samples into `DIR/{name}-%06d.tar`, `shard_size` samples each, then `DIR/sizes.json`.
@@ -53,7 +55,9 @@ class ShardWriter:
     def close(self) -> dict[str, int]:
         """Finish the last shard, write `sizes.json`, return the sample count of every shard."""
         self._close_current()
-        (self.directory / "sizes.json").write_text(json.dumps(self.sizes, indent=2) + "\n")
+        atomic_write(
+            self.directory / "sizes.json", lambda tmp: tmp.write_text(json.dumps(self.sizes, indent=2) + "\n")
+        )
         return self.sizes
 
     def __enter__(self) -> ShardWriter:

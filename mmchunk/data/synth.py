@@ -20,6 +20,7 @@ import torch
 import torchaudio
 from tqdm import tqdm
 
+from mmchunk.atomic import replacing_shards
 from mmchunk.data.acoustics import apply_condition, babble_talkers, draw_condition, rms_dbfs
 from mmchunk.data.camera import apply_camera, draw_camera
 from mmchunk.data.energy import frame_rms, silent_intervals
@@ -151,11 +152,14 @@ def synth_corpus(
     shard_size: int = 256,
     workers: int | None = None,
     progress: bool = True,
+    overwrite: bool = True,
 ) -> dict[str, dict[str, int]]:
     """Write `num` samples as shards under `out/train/` and `out/val/`; returns each split's sizes.
 
-    Shards already in those folders are replaced. `realistic=False`: the dry corpus (digital silence,
-    one level, no room, bit-identical static video).
+    The shards already under `out` are replaced once all new ones are written, and stay as they
+    were if synthesis fails (`replacing_shards`; refused without `overwrite`).
+    `realistic=False`: the dry corpus (digital silence, one level, no room, bit-identical static
+    video).
     The last `round(num · val_fraction)` indices form the validation split, at least one when
     `val_fraction > 0` and `num ≥ 2` (a single sample has no validation split). `workers` processes
     synthesize in parallel (default: up to 2); the result does not depend on their number.
@@ -165,22 +169,20 @@ def synth_corpus(
     if not 0 <= val_fraction < 1:
         raise ValueError(f"--val-fraction must lie in [0, 1), got {val_fraction}")
     num_val = max(round(num * val_fraction), 1 if val_fraction > 0 and num >= 2 else 0)
-    out = Path(out)
-    for stale in [*out.glob("train/*.tar"), *out.glob("val/*.tar"), *out.glob("*/sizes.json")]:
-        stale.unlink()
-    writers = {"train": ShardWriter(out / "train", "train", shard_size)}
-    if num_val:
-        writers["val"] = ShardWriter(out / "val", "val", shard_size)
     workers = workers or min(2, multiprocessing.cpu_count())
     jobs = [(seed, i, video, realistic) for i in range(num)]
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers, initializer=_one_thread) if workers > 1 else _InProcess() as pool:
-        results = pool.imap(_synth_job, jobs, chunksize=4)
-        for index, (key, members) in enumerate(
-            tqdm(results, total=num, desc="synth", unit="sample", disable=not progress)
-        ):
-            writers["val" if index >= num - num_val else "train"].write(key, members)
-    return {split: writer.close() for split, writer in writers.items()}
+    with replacing_shards(out, overwrite) as stage:
+        writers = {"train": ShardWriter(stage / "train", "train", shard_size)}
+        if num_val:
+            writers["val"] = ShardWriter(stage / "val", "val", shard_size)
+        with ctx.Pool(workers, initializer=_one_thread) if workers > 1 else _InProcess() as pool:
+            results = pool.imap(_synth_job, jobs, chunksize=4)
+            for index, (key, members) in enumerate(
+                tqdm(results, total=num, desc="synth", unit="sample", disable=not progress)
+            ):
+                writers["val" if index >= num - num_val else "train"].write(key, members)
+        return {split: writer.close() for split, writer in writers.items()}
 
 
 class _InProcess:

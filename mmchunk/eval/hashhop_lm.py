@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from mmchunk.atomic import atomic_write
 from mmchunk.bytelm import ByteLM
 from mmchunk.eval.hashhop import HashHopTask
 from mmchunk.ragged import Ragged
@@ -117,7 +118,7 @@ def score_tasks(model: ByteLM, tasks: list[HashHopTask]) -> dict[int, float]:
 def save_model(model: ByteLM, config: dict, path: str | Path) -> None:
     """Weights as safetensors, the constructor arguments in its metadata."""
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata={"config": json.dumps(config)})
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"config": json.dumps(config)}))
 
 
 def load_model(path: str | Path) -> ByteLM:

@@ -16,6 +16,7 @@ import soundfile
 import torch
 import torchaudio
 
+from mmchunk.atomic import replacing_shards
 from mmchunk.data.espeak import Espeak
 from mmchunk.data.shards import ShardWriter
 from mmchunk.eval.hashhop import HashHopTask
@@ -68,7 +69,7 @@ def write_spoken(
     import json
 
     count = 0
-    with ShardWriter(out, "hashhop", shard_size) as writer:
+    with replacing_shards(out) as stage, ShardWriter(stage, "hashhop", shard_size) as writer:
         for index, task in enumerate(tasks):
             wave, starts = render_spoken(task, voice=voice, seed=index)
             flac = io.BytesIO()

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from mmchunk.atomic import atomic_write, write_json
 from mmchunk.bytelm import ByteLM
 from mmchunk.eval.hashhop import chain_chars, generate
 from mmchunk.eval.hashhop_lm import answer_scores, batch, hop_accuracy, save_model
@@ -137,9 +138,13 @@ def main() -> None:
         bar.set_postfix({k: f"{v:.3f}" for k, v in smooth.items()}, refresh=False)
         if not args.timing_only and ((step + 1) % args.save_every == 0 or step + 1 == args.steps):
             out.mkdir(parents=True, exist_ok=True)
-            state = {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}
-            torch.save({**state, "step": step + 1}, state_path.with_suffix(".tmp"))
-            state_path.with_suffix(".tmp").replace(state_path)
+            state = {
+                "model": model.state_dict(),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "step": step + 1,
+            }
+            atomic_write(state_path, lambda tmp, state=state: torch.save(state, tmp))
     step_ms = 1e3 * sum(times[1:]) / max(len(times) - 1, 1)
     report = {
         "model": args.model,
@@ -158,7 +163,7 @@ def main() -> None:
             report["accuracy"][n] = hop_accuracy(held_out, scores.hits)
             report["answer_nats"][n] = scores.nats
         save_model(model, config, out / f"{name}.safetensors")
-        (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_json(out / f"{name}.json", report)
     print(json.dumps(report))
 
 

@@ -7,7 +7,6 @@ Run: `.venv/bin/python recipes/hrm_sudoku/train.py` (4×4, 10 blanks, ~7 min on 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from mmchunk.atomic import atomic_write, write_json
 from mmchunk.hrm import HierarchicalReasoning, act_halt, continue_target, exploration_min_steps
 from mmchunk.ragged import Ragged
 from mmchunk.ragged_ops import mean_pool
@@ -114,10 +114,11 @@ def train(args: argparse.Namespace) -> dict:
                 break
             carry = out.carry
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    atomic_write(weights, lambda tmp: save_file(tensors, str(tmp)))
     report = {"config": vars(args), "train_seconds": time.perf_counter() - clock}
     report = evaluate(model, test_x, test_y, args.eval_segments, report)
-    (out_dir / f"sudoku{args.size}.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out_dir / f"sudoku{args.size}.json", report)
     return report
 
 

@@ -25,14 +25,23 @@ FORMATS: dict[str, Reader] = {
 
 
 def pack_dataset(
-    fmt: str, src: str | Path, out: str | Path, *, shard_size: int = 256, name: str = "data"
+    fmt: str,
+    src: str | Path,
+    out: str | Path,
+    *,
+    shard_size: int = 256,
+    name: str = "data",
+    overwrite: bool = True,
 ) -> PackReport:
     """Pack the dataset at `src`, laid out as format `fmt` (a key of `FORMATS`), into shards under
-    `out` (one subfolder per split where the format has splits)."""
+    `out` (one subfolder per split where the format has splits), replacing the shards there once
+    all are written (refused without `overwrite`)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown dataset format {fmt!r} (known: {', '.join(FORMATS)})")
     src = Path(src)
     if not src.is_dir():
         raise NotADirectoryError(f"{src} is not a folder")
     report = PackReport()
-    return write_items(FORMATS[fmt](src, report), out, report, shard_size=shard_size, name=name)
+    return write_items(
+        FORMATS[fmt](src, report), out, report, shard_size=shard_size, name=name, overwrite=overwrite
+    )
