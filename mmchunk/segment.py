@@ -38,9 +38,9 @@ def read_inputs(path: Path, model: ChunkFusionModel) -> tuple[dict[str, Ragged],
         if "video" not in model.encoders:
             raise ValueError(f"{path}: this model has no video encoder")
         fps = model.encoders["video"].native_rate_hz
-        frames, times = decode_video(data, fps, (48, 64))
-        inputs = {"video": Ragged.from_list([frames], t_start=[times], t_end=[times + 1 / fps])}
-        duration = len(frames) / fps
+        frames, times, duration = decode_video(data, fps, (48, 64))
+        ends = (torch.arange(1, len(times) + 1, dtype=torch.float64) / fps).clamp(max=duration).float()
+        inputs = {"video": Ragged.from_list([frames], t_start=[times], t_end=[ends])}
         sound = decode_container_audio(data, rate)
         if sound is not None:
             inputs["audio"] = Ragged.from_list([sound[0]])

@@ -96,7 +96,7 @@ def test_ground_truth_matches_the_signal():
     assert abs(first - meta["silences"][0][1]) < 0.05  # speech starts when the lead silence ends
     speech = wave[round(first * rate) : round(meta["words"][-1]["end"] * rate)]
     assert frame_rms(speech, rate).mean() > 10 ** (-30 / 20)
-    frames, times = decode_video(sample["mp4"], 25.0, (48, 64))
+    frames, times, _ = decode_video(sample["mp4"], 25.0, (48, 64))
     change = (frames[1:].int() - frames[:-1].int()).abs().flatten(1)
     for start, end in meta["static"]:  # frozen picture: consecutive frames differ by codec noise only
         first, stop = round(start * 25), round(end * 25)
@@ -123,7 +123,7 @@ def test_realistic_sample_keeps_exact_ground_truth(index):
     assert 20 * np.log10(np.sqrt(np.mean(wave**2))) == pytest.approx(condition["measured_dbfs"], abs=0.05)
     for start, end in meta["silences"]:  # a noise floor, not digital zero
         assert frame_rms(wave[round(start * rate) : round(end * rate)], rate).min() > 0
-    frames, times = decode_video(real["mp4"], 25.0, (48, 64))
+    frames, times, _ = decode_video(real["mp4"], 25.0, (48, 64))
     change = (frames[1:].int() - frames[:-1].int()).abs().flatten(1).float().mean(1)
     frame_index = [round(t * 25) for t in times[1:].tolist()]
     still = torch.tensor([any(a * 25 < i < b * 25 - 1 for a, b in meta["static"]) for i in frame_index])

@@ -4,6 +4,7 @@ result equals decoding every frame first; audio from the same container."""
 from __future__ import annotations
 
 import io
+import itertools
 from fractions import Fraction
 
 import av
@@ -83,8 +84,9 @@ def test_streaming_decode_equals_decoding_every_frame(backend, count, fps, monke
     want, want_times = reference(data, fps, (48, 64), backend)
     assert sampled.count == count and sum(sizes) == len(sampled.index) == len(want)
     assert max(sizes) <= 4
-    frames, times = decode_video(data, fps, (48, 64), backend)
+    frames, times, duration = decode_video(data, fps, (48, 64), backend)
     assert torch.equal(frames, want) and torch.equal(times, want_times)
+    assert duration == pytest.approx(count / 25)  # make_video's 25 fps
 
 
 def test_unreadable_and_empty_video_are_one_line_errors():
@@ -125,3 +127,17 @@ def test_segment_of_a_video_with_sound_chunks_both_on_one_time_axis(tmp_path):
     silent = tmp_path / "silent.mp4"
     silent.write_bytes(make_video(20))
     assert segment_file(silent)["modalities"] == ["video"]
+
+
+@pytest.mark.parametrize(("count", "seconds"), [(1, 0.04), (7, 0.28)])
+def test_video_chunks_are_contiguous_and_end_with_the_video(tmp_path, count, seconds):
+    """Issue 15, row 8: a one-frame video lasts one of its own frames (not one model frame), and
+    the video chunks tile [0, duration] exactly."""
+    from mmchunk.segment import segment_file
+
+    path = tmp_path / "short.mp4"
+    path.write_bytes(make_video(count))  # 25 fps; the default model samples 10 fps
+    report = segment_file(path)
+    chunks = report["chunks"]
+    assert report["duration"] == seconds and chunks[0]["t0"] == 0.0 and chunks[-1]["t1"] == seconds
+    assert all(a["t1"] == b["t0"] for a, b in itertools.pairwise(chunks))

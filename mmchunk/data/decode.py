@@ -101,8 +101,9 @@ def decode_json(data: bytes) -> dict:
 
 def decode_video(
     data: bytes, fps: float, size: tuple[int, int], backend: str = "auto"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frames `[F, 3, H, W]` uint8 sampled at `fps` and resized to `size` (H, W), and their times `[F]`.
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Frames `[F, 3, H, W]` uint8 sampled at `fps` and resized to `size` (H, W), their times `[F]`,
+    and the video's duration in s (its frame count over its own frame rate).
 
     Frame k is the file's frame nearest to time k / fps (`sample_index`), for every k / fps before
     the video's end. Only those frames are kept, and they are resized
@@ -124,7 +125,7 @@ def decode_video(
     if sampled.count == 0:
         raise DecodeError("video has no frames")
     times = torch.arange(len(sampled.index), dtype=torch.float64) / fps
-    return torch.cat(resized), times.float()
+    return torch.cat(resized), times.float(), sampled.duration
 
 
 def nearest_frame(k: np.ndarray | int, native_fps: float, fps: float) -> np.ndarray:
@@ -142,12 +143,12 @@ def sample_index(count: int, native_fps: float, fps: float) -> np.ndarray:
 
 class SampledFrames:
     """Iterates over groups `[G, H, W, 3]` uint8 of the frames `sample_index` picks at `fps`,
-    decoding the file once, in order; afterwards `count` is the file's number of frames and `index`
-    the indices picked."""
+    decoding the file once, in order; afterwards `count` is the file's number of frames, `duration`
+    its length in s (`count` over its own frame rate) and `index` the indices picked."""
 
     def __init__(self, data: bytes, fps: float, backend: str = "auto") -> None:
         self.data, self.fps, self.backend = data, fps, backend
-        self.count, self.index = 0, np.zeros(0, np.int64)
+        self.count, self.duration, self.index = 0, 0.0, np.zeros(0, np.int64)
 
     def __iter__(self):
         if self.backend != "decord":
@@ -167,10 +168,9 @@ class SampledFrames:
         yield from self._decord(decord.VideoReader(io.BytesIO(self.data), num_threads=1))
 
     def _decord(self, reader):
-        self.count = len(reader)
-        self.index = (
-            sample_index(self.count, float(reader.get_avg_fps()), self.fps) if self.count else self.index
-        )
+        self.count, native = len(reader), float(reader.get_avg_fps())
+        self.duration = self.count / native
+        self.index = sample_index(self.count, native, self.fps) if self.count else self.index
         for start in range(0, len(self.index), VIDEO_GROUP):
             yield reader.get_batch(self.index[start : start + VIDEO_GROUP].tolist()).asnumpy()
 
@@ -191,6 +191,7 @@ class SampledFrames:
                     yield np.stack(pending)
                     pending = []
             self.count, last = i + 1, frame
+        self.duration = self.count / native
         if self.count:
             self.index = sample_index(self.count, native, self.fps)
             tail = to_rgb.reformat(last, format="rgb24").to_ndarray()  # times past the last frame's centre

@@ -249,7 +249,7 @@ def _decode(raw: dict, config: DataConfig) -> Sample:
         video = times = None
         member = next((e for e in VIDEO_EXTS if e in raw), None) if config.use_video else None
         if member is not None:
-            video, times = decode_video(raw[member], config.video_fps, config.video_size)
+            video, times, _ = decode_video(raw[member], config.video_fps, config.video_size)
     except DecodeError as exc:
         raise DecodeError(f".{member}: {exc}") from None
     meta = {**meta, "_sample_rate": config.sample_rate, "_native_rate": native_rate}
