@@ -96,3 +96,23 @@ def test_long_audio_benchmark(trained):
     assert list(rows) == [*names, "export, transcript 0 kB"]
     assert rows["windows 5 s, context 2 s"][-1] == "0"  # the chunk starts of one pass
     assert int(rows["one pass (whole file in memory)"][3]) > 5 and int(rows["export, transcript 0 kB"][2]) > 0
+
+
+def test_formats_benchmark(tmp_path):
+    """Five forms of one file, a row with a count per form, the ratio rows, JSON, a bad path."""
+    import json
+
+    import soundfile
+    import torch
+
+    t = torch.arange(24_000) / 16_000
+    soundfile.write(tmp_path / "u.wav", (0.3 * torch.sin(2 * torch.pi * 300 * t)).numpy(), 16_000)
+    out = run("formats.py", str(tmp_path / "u.wav"))
+    row = next(line for line in out.splitlines() if line.startswith("u.wav")).split()
+    assert len(row) == 2 + 5 and all(int(c) >= 1 for c in row[2:])
+    assert "mean ratio to 16k flac" in out and "worst ratio to 16k flac" in out
+    result = json.loads(run("formats.py", "--json", str(tmp_path / "u.wav")))
+    assert result["summary"]["16k flac"] == {"mean": 1.0, "worst": 1.0}
+    bad = subprocess.run([sys.executable, str(BENCH / "formats.py"), str(tmp_path / "nope.wav")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2 and "no such file" in bad.stderr

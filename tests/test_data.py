@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+import torchaudio.functional as AF
 
 from mmchunk.data import DataConfig, expand_urls, make_dataset, make_loader, synth
 from mmchunk.data.check import check_shards
@@ -180,6 +181,39 @@ def test_sample_rates_are_resampled(rate, channels):
     spectrum = torch.fft.rfft(audio).abs()
     assert abs(spectrum.argmax().item() * 16_000 / audio.numel() - 440.0) < 4.0
     assert abs(audio.abs().max().item() - 0.5) < 0.02
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "fmt", "subtype"),
+    [(8000, 1, "WAV", "PCM_16"), (16_000, 1, "OGG", "VORBIS"), (16_000, 1, "MP3", "MPEG_LAYER_III"),
+     (44_100, 2, "FLAC", "PCM_16")],
+)  # fmt: skip
+def test_every_format_decodes_to_the_same_waveform(tmp_path, rate, channels, fmt, subtype):
+    """Issue 15, row 7: one utterance stored at another rate, channel count or codec decodes to
+    the same 16 kHz mono samples (no shift, no extra length, the same level), so chunk counts can
+    only differ by what the codec really changed."""
+    gen = torch.Generator().manual_seed(0)
+    t = torch.arange(32_000) / 16_000
+    envelope = (torch.sin(2 * torch.pi * 3.0 * t) > 0).float()  # syllable-like bursts
+    wave = (
+        0.3
+        * envelope
+        * sum(
+            torch.sin(2 * torch.pi * f * t + float(torch.rand(1, generator=gen) * 6)) for f in (220, 450, 900)
+        )
+    )
+    stored = AF.resample(wave, 16_000, rate) if rate != 16_000 else wave
+    data = torch.stack([stored, 0.5 * stored], 1) if channels == 2 else stored
+    soundfile.write(tmp_path / "u", data.numpy(), rate, format=fmt, subtype=subtype)
+    decoded, native = decode_audio((tmp_path / "u").read_bytes(), 16_000)
+    assert native == rate and abs(decoded.numel() - wave.numel()) <= 1
+    n = min(decoded.numel(), wave.numel())
+    level = 0.75 if channels == 2 else 1.0  # channels are averaged
+    lags = range(-40, 41)
+    best = max(lags, key=lambda k: float((torch.roll(decoded[:n], k) * wave[:n]).sum()))
+    assert best == 0
+    assert torch.corrcoef(torch.stack([decoded[:n], wave[:n]]))[0, 1] > 0.99
+    assert decoded.pow(2).mean().sqrt() / wave.pow(2).mean().sqrt() == pytest.approx(level, rel=0.05)
 
 
 class _WritesAFile:
