@@ -152,7 +152,7 @@ def run_pipeline(
         ]
     )  # fmt: skip
     best = trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path
-    shutil.copyfile(best, out / "model.ckpt")
+    atomic_write(out / "model.ckpt", lambda tmp: shutil.copyfile(best, tmp))
     timings["seconds_train"] = time.perf_counter() - clock
     clock = time.perf_counter()
     module = load_module(out / "model.ckpt")
