@@ -4,7 +4,8 @@
 H-Net's nesting: byte embedding → gated-recurrence encoder → `DynamicChunker` (boundary pooling:
 a chunk is its first byte, so nothing leaks from later bytes) → the next stage, or the causal
 attention main network → dechunk → gated-recurrence decoder → next-byte logits. Every part is
-causal, so position t's logits depend on bytes ≤ t only (tested).
+causal, so position t's logits depend on bytes ≤ t only (tested), and the model also runs step by
+step: `prefill` the prompts in one packed pass, then `step` one byte per sequence (`generate`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from mmchunk.kernels import sequence_starts
 from mmchunk.layers import MixerStack, RMSNorm
 from mmchunk.ragged import Ragged
 from mmchunk.stage import ChunkedStage, StageOutput
+from mmchunk.stepping import last_rows, state_rows
 
 STAGES = (0, 1, 2)
 
@@ -84,3 +86,78 @@ class ByteLM(nn.Module):
             parts[f"compression_{i + 1}"] = torch.tensor(routed.compression)
             total = total + ratio_weight * parts[f"ratio_{i + 1}"]
         return total, parts
+
+    def prefill(self, data: Ragged, capacity: int) -> tuple[Tensor, object]:
+        """Whole prompts (bytes `[T]` of `cu_seqlens [B+1]`, every sequence non-empty) in one packed
+        pass: the logits `[B, 256]` of each prompt's next byte and the step state of the network
+        (attention caches sized for `capacity` bytes per sequence)."""
+        x = data.with_values(self.embed(data.values.long()))
+        out, state = self.network.prefill(x, capacity)
+        hidden = out.output if isinstance(out, StageOutput) else out
+        return self.head(self.norm(last_rows(hidden.values, data.cu_seqlens))), state
+
+    def step(self, byte: Tensor, state: object) -> tuple[Tensor, object]:
+        """One byte per sequence, `byte [B]` → the next byte's logits `[B, 256]` and the new state."""
+        hidden, state = self.network.step(self.embed(byte.long()), state)
+        return self.head(self.norm(hidden)), state
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: list[bytes],
+        max_new_bytes: int,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        stop: bytes | None = None,
+        seed: int = 0,
+    ) -> list[bytes]:
+        """Continue every prompt by up to `max_new_bytes` bytes, all prompts in one batch: greedy at
+        `temperature` 0, else sampled from the softmax at that temperature (over the `top_k` most
+        likely bytes when given) with a generator seeded by `seed`. A sequence ends at any byte of
+        `stop` (left out of its result) and leaves the batch: a finished sequence costs nothing more."""
+        if any(len(p) == 0 for p in prompts):
+            empty = next(i for i, p in enumerate(prompts) if len(p) == 0)
+            raise ValueError(
+                f"generate: prompt {empty} is empty; the model needs at least one byte to predict from"
+            )
+        if max_new_bytes < 0 or temperature < 0 or (top_k is not None and not 1 <= top_k <= 256):
+            raise ValueError(
+                f"generate: need max_new_bytes >= 0, temperature >= 0 and 1 <= top_k <= 256, got "
+                f"{max_new_bytes}, {temperature}, {top_k}"
+            )
+        if not prompts or max_new_bytes == 0:
+            return [b"" for _ in prompts]
+        device = self.head.weight.device
+        data = Ragged.from_list([torch.tensor(list(p), dtype=torch.long) for p in prompts]).to(device)
+        logits, state = self.prefill(data, max(len(p) for p in prompts) + max_new_bytes)
+        generator = torch.Generator(device).manual_seed(seed)
+        stops = torch.tensor(sorted(set(stop or b"")), dtype=torch.long, device=device)
+        rows = torch.arange(len(prompts), device=device)  # the original index of every live row
+        out = torch.zeros(len(prompts), max_new_bytes, dtype=torch.long, device=device)
+        length = torch.zeros(len(prompts), dtype=torch.long, device=device)
+        for i in range(max_new_bytes):
+            byte = pick(logits, temperature, top_k, generator)
+            done = torch.isin(byte, stops)
+            out[rows, i] = byte
+            length[rows] += (~done).long()
+            if i + 1 == max_new_bytes:
+                break
+            if done.any():
+                keep = (~done).nonzero().squeeze(1)
+                rows, byte, state = rows[keep], byte[keep], state_rows(state, keep)
+                if rows.numel() == 0:
+                    break
+            logits, state = self.step(byte, state)
+        return [bytes(out[b, : length[b]].tolist()) for b in range(len(prompts))]
+
+
+def pick(logits: Tensor, temperature: float, top_k: int | None, generator: torch.Generator) -> Tensor:
+    """The next byte `[B]` from logits `[B, 256]`: argmax at temperature 0, else a draw from the
+    softmax of `logits / temperature` restricted to the `top_k` largest."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    scaled = logits.float() / temperature
+    if top_k is not None:
+        kth = scaled.topk(top_k, dim=-1).values[:, -1:]
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    return torch.multinomial(scaled.softmax(-1), 1, generator=generator).squeeze(1)

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from mmchunk.kernels import boundary_probs, ema_scan, segment_reduce, seq_lengths
 from mmchunk.ragged import Ragged
 from mmchunk.ragged_ops import window_means
+from mmchunk.stepping import keep_inactive, last_rows
 
 POOLINGS = ("boundary", "mean")
 
@@ -38,6 +39,18 @@ class ChunkerOutput:
     def compression(self) -> float:
         """Tokens per chunk over the whole batch (T / C; 0 for an empty batch)."""
         return self.residual.shape[0] / max(self.chunks.num_tokens, 1)
+
+
+@dataclass
+class ChunkerState:
+    """The chunker's state per sequence for the step path: the last token's routing key `key
+    [B, D]`, `started [B]` bool, dechunk's smoothed chunk `smoothed [B, D]` (the EMA after the
+    last chunk) and the chunks opened so far `chunks [B]` int64."""
+
+    key: Tensor
+    started: Tensor
+    smoothed: Tensor
+    chunks: Tensor
 
 
 def straight_through_ones(x: Tensor) -> Tensor:
@@ -203,6 +216,10 @@ class DynamicChunker(nn.Module):
         each chunk over its tokens, scale by the confidence `c_t = p_t^b_t·(1 − p_t)^(1−b_t)` through
         an STE (forward 1), add the zero-initialised residual projection of the chunker's input.
         """
+        return self.upsample(self.smooth(z, out), out)
+
+    def smooth(self, z: Tensor | Ragged, out: ChunkerOutput) -> Tensor:
+        """Dechunk's EMA over the chunk outputs `z [C, D]` of each sequence: `z̄ [C, D]`."""
         values = z.values if isinstance(z, Ragged) else z
         if values.shape != (*out.chunks.values.shape[:1], self.dim):
             raise ValueError(
@@ -210,7 +227,72 @@ class DynamicChunker(nn.Module):
                 f"{tuple(values.shape)}"
             )
         chunk_probs = out.probs[out.boundary_mask]
-        smoothed = ema_scan(values, chunk_probs, out.chunks.cu_seqlens, backend=self.backend)
+        return ema_scan(values, chunk_probs, out.chunks.cu_seqlens, backend=self.backend)
+
+    def upsample(self, smoothed: Tensor, out: ChunkerOutput) -> Tensor:
+        """Smoothed chunks `[C, D]` repeated over their tokens, through the confidence STE, plus the
+        residual projection: `[T, D]`."""
         confidence = torch.where(out.boundary_mask, out.probs, 1.0 - out.probs)
-        upsampled = smoothed[out.chunk_index] * straight_through_ones(confidence)[:, None].to(values.dtype)
+        upsampled = smoothed[out.chunk_index] * straight_through_ones(confidence)[:, None].to(smoothed.dtype)
         return upsampled + self.residual_proj(out.residual)
+
+    def _check_causal(self) -> None:
+        if self.pooling != "boundary" or self.routing_windows is not None or self.routing_center is not None:
+            raise ValueError(
+                "DynamicChunker: the step path needs causal routing and pooling (boundary pooling, "
+                "no routing windows, no centring): mean pooling and windows read later tokens"
+            )
+
+    def init_state(self, batch: int, capacity: int, like: Tensor) -> ChunkerState:
+        """The state before any token."""
+        self._check_causal()
+        zeros = like.new_zeros(batch, self.dim)
+        flags = torch.zeros(batch, dtype=torch.bool, device=like.device)
+        return ChunkerState(
+            zeros, flags, zeros.clone(), torch.zeros(batch, dtype=torch.long, device=like.device)
+        )
+
+    def prefill(self, x: Ragged, z: Tensor, out: ChunkerOutput) -> tuple[Tensor, ChunkerState]:
+        """Dechunk the main network's output `z [C, D]` for the routed `x [T, D]` (`out` = this
+        chunker's forward of `x`), and the state after each sequence."""
+        self._check_causal()
+        smoothed = self.smooth(z, out)
+        key = x.values if self.every_token else self.k_proj(x.values)
+        lengths = x.cu_seqlens[1:] - x.cu_seqlens[:-1]
+        state = ChunkerState(
+            last_rows(key, x.cu_seqlens),
+            lengths > 0,
+            last_rows(smoothed, out.chunks.cu_seqlens),
+            (out.chunks.cu_seqlens[1:] - out.chunks.cu_seqlens[:-1]).long(),
+        )
+        return self.upsample(smoothed, out), state
+
+    def route_step(self, x: Tensor, state: ChunkerState) -> tuple[Tensor, Tensor]:
+        """Boundary probability `p [B]` and boundary flag `b [B]` of one token per sequence `x [B, D]`."""
+        if self.every_token:
+            probs = x.new_ones(x.shape[0])
+        else:
+            dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+            q = F.normalize(self.q_proj(x).to(dtype), dim=-1)
+            k = F.normalize(state.key.to(dtype), dim=-1)
+            probs = (
+                ((1.0 - (q * k).sum(-1)) / 2.0).clamp(0.0, 1.0).masked_fill(~state.started, 1.0).to(x.dtype)
+            )
+        return probs, probs > 0.5
+
+    def dechunk_step(
+        self,
+        x: Tensor,
+        z: Tensor,
+        probs: Tensor,
+        boundary: Tensor,
+        state: ChunkerState,
+        active: Tensor | None = None,
+    ) -> tuple[Tensor, ChunkerState]:
+        """Dechunk one token per sequence: `x [B, D]` the chunker's input, `z [B, D]` the main
+        network's output for the chunk it opened (used where `boundary [B]`): `[B, D]` and the new state."""
+        opened = probs[:, None] * z + (1.0 - probs[:, None]) * state.smoothed
+        smoothed = torch.where(boundary[:, None], opened, state.smoothed)
+        key = x if self.every_token else self.k_proj(x)
+        new = ChunkerState(key, torch.ones_like(state.started), smoothed, state.chunks + boundary.long())
+        return smoothed + self.residual_proj(x), keep_inactive(active, new, state)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from mmchunk.kernels import ema_scan, sequence_starts, varlen_attention
+from mmchunk.kernels import ema_scan, segment_ids, seq_lengths, sequence_starts, varlen_attention
 from mmchunk.ragged import Ragged
+from mmchunk.stepping import keep_inactive, last_rows
 
 MIXERS = ("recurrent", "window", "attention")
 
@@ -60,6 +63,27 @@ def rotary(x: Tensor, positions: Tensor, base: float = 10_000.0) -> Tensor:
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
+@dataclass
+class RecurrentState:
+    """A gated recurrence's state: `h [B, D]` after the last token, `started [B]` bool."""
+
+    h: Tensor
+    started: Tensor
+
+
+@dataclass
+class KVCache:
+    """An attention layer's keys and values (rotated), `k, v [B, S, H, Dh]`, the position of each
+    slot's token `pos [B, S]` (-1: empty) and the tokens seen per sequence `length [B]`. Global
+    attention keeps every token (S = capacity); a window of w keeps the last w + 1 in a ring.
+    Steps write into `k`, `v` and `pos` in place."""
+
+    k: Tensor
+    v: Tensor
+    pos: Tensor
+    length: Tensor
+
+
 class GatedRecurrence(nn.Module):
     """Gated linear recurrence (minGRU / HGRN style): `h_t = z_t ⊙ h̃_t + (1 − z_t) ⊙ h_{t−1}`.
 
@@ -74,13 +98,35 @@ class GatedRecurrence(nn.Module):
 
     def forward(self, x: Tensor, batch: Ragged) -> Tensor:
         """`x [T, D]` (values of `batch`) → `[T, D]`."""
+        return self.prefill(x, batch)[0]
+
+    def prefill(self, x: Tensor, batch: Ragged, capacity: int = 0) -> tuple[Tensor, RecurrentState]:
+        """`forward`, and the state after each sequence's last token."""
         candidate, gate_logit, out_gate = self.in_proj(x).chunk(3, dim=-1)
         # z = 1 at each sequence start (h_0 = h̃_0): a constant input gives a constant state from
         # the first token on, with no warm-up transient that the chunker would mistake for change.
         starts = sequence_starts(batch.cu_seqlens, batch.num_tokens)[:, None]
         rate = torch.sigmoid(gate_logit).masked_fill(starts, 1.0)
         h = ema_scan(candidate, rate, batch.cu_seqlens)
-        return self.out_proj(h * F.silu(out_gate))
+        state = RecurrentState(last_rows(h, batch.cu_seqlens), seq_lengths(batch.cu_seqlens) > 0)
+        return self.out_proj(h * F.silu(out_gate)), state
+
+    def init_state(self, batch: int, capacity: int, like: Tensor) -> RecurrentState:
+        """The state before any token: `h` zero, no sequence started."""
+        dim = self.out_proj.in_features
+        return RecurrentState(
+            like.new_zeros(batch, dim), torch.zeros(batch, dtype=torch.bool, device=like.device)
+        )
+
+    def step(
+        self, x: Tensor, state: RecurrentState, active: Tensor | None = None
+    ) -> tuple[Tensor, RecurrentState]:
+        """One token per sequence: `x [B, D]` → `[B, D]`."""
+        candidate, gate_logit, out_gate = self.in_proj(x).chunk(3, dim=-1)
+        rate = torch.sigmoid(gate_logit).masked_fill(~state.started[:, None], 1.0)
+        h = rate * candidate + (1.0 - rate) * state.h
+        new = RecurrentState(h, torch.ones_like(state.started))
+        return self.out_proj(h * F.silu(out_gate)), keep_inactive(active, new, state)
 
 
 class Attention(nn.Module):
@@ -99,11 +145,64 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, batch: Ragged) -> Tensor:
         """`x [T, D]` (values of `batch`) → `[T, D]`."""
+        return self._attend(x, batch)[0]
+
+    def _attend(self, x: Tensor, batch: Ragged) -> tuple[Tensor, Tensor, Tensor]:
         q, k, v = rearrange(self.qkv(x), "t (three h d) -> three t h d", three=3, h=self.heads)
         positions = token_positions(batch, self.time_scale)
         q, k = rotary(q, positions), rotary(k, positions)
         out = varlen_attention(q, k, v, batch.cu_seqlens, causal=self.causal, window=self.window)
-        return self.out(rearrange(out, "t h d -> t (h d)"))
+        return self.out(rearrange(out, "t h d -> t (h d)")), k, v
+
+    def init_state(self, batch: int, capacity: int, like: Tensor) -> KVCache:
+        """An empty cache for `batch` sequences of up to `capacity` tokens (causal only)."""
+        if not self.causal:
+            raise ValueError("Attention: only causal attention can run step by step")
+        slots = capacity if self.window is None else min(capacity, self.window + 1)
+        head_dim = self.out.in_features // self.heads
+        kv = like.new_zeros(batch, slots, self.heads, head_dim)
+        pos = torch.full((batch, slots), -1, dtype=torch.long, device=like.device)
+        return KVCache(kv, kv.clone(), pos, torch.zeros(batch, dtype=torch.long, device=like.device))
+
+    def prefill(self, x: Tensor, batch: Ragged, capacity: int) -> tuple[Tensor, KVCache]:
+        """`forward` over token indices as positions, and the cache of every sequence's tokens."""
+        if batch.t_start is not None:
+            raise ValueError("Attention: the step path takes token indices as positions, not times")
+        out, k, v = self._attend(x, batch)
+        cache = self.init_state(batch.batch_size, capacity, x)
+        lengths = seq_lengths(batch.cu_seqlens)
+        seq = segment_ids(batch.cu_seqlens, batch.num_tokens)
+        index = torch.arange(batch.num_tokens, device=x.device) - batch.cu_seqlens.long()[seq]
+        slots = cache.k.shape[1]
+        keep = index >= lengths[seq] - slots  # a window keeps the last `slots` tokens
+        seq, index = seq[keep], index[keep]
+        cache.k[seq, index % slots] = k[keep].to(cache.k.dtype)
+        cache.v[seq, index % slots] = v[keep].to(cache.v.dtype)
+        cache.pos[seq, index % slots] = index
+        cache.length = lengths
+        return out, cache
+
+    def step(self, x: Tensor, cache: KVCache, active: Tensor | None = None) -> tuple[Tensor, KVCache]:
+        """One token per sequence: `x [B, D]` → `[B, D]`, at position `cache.length`; its key and value
+        go into the cache in place (not for rows with `active` False, whose output is unused)."""
+        batch, slots = cache.k.shape[:2]
+        q, k, v = rearrange(self.qkv(x), "b (three h d) -> three b h d", three=3, h=self.heads)
+        position = cache.length
+        q, k = rotary(q, position.float()), rotary(k, position.float())
+        write = torch.ones_like(position, dtype=torch.bool) if active is None else active
+        rows, slot = torch.arange(batch, device=x.device), position % slots
+        cache.k[rows, slot] = torch.where(write[:, None, None], k, cache.k[rows, slot])
+        cache.v[rows, slot] = torch.where(write[:, None, None], v, cache.v[rows, slot])
+        cache.pos[rows, slot] = torch.where(write, position, cache.pos[rows, slot])
+        visible = (cache.pos >= 0) & (cache.pos <= position[:, None])
+        if self.window is not None:
+            visible &= position[:, None] - cache.pos <= self.window
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        scores = torch.einsum("bhd,bshd->bhs", q.to(dtype), cache.k.to(dtype)) / q.shape[-1] ** 0.5
+        weights = scores.masked_fill(~visible[:, None, :], float("-inf")).softmax(-1).nan_to_num(0.0)
+        out = torch.einsum("bhs,bshd->bhd", weights, cache.v.to(dtype)).to(x.dtype)
+        new = KVCache(cache.k, cache.v, cache.pos, position + write.long())
+        return self.out(rearrange(out, "b h d -> b (h d)")), new
 
 
 class MixerBlock(nn.Module):
@@ -141,6 +240,22 @@ class MixerBlock(nn.Module):
         h = x.values + self.mixer(self.norm1(x.values), x)
         return x.with_values(h + self.mlp(self.norm2(h)))
 
+    def init_state(self, batch: int, capacity: int, like: Tensor) -> RecurrentState | KVCache:
+        """The mixer's state before any token."""
+        return self.mixer.init_state(batch, capacity, like)
+
+    def prefill(self, x: Ragged, capacity: int) -> tuple[Ragged, RecurrentState | KVCache]:
+        """`forward`, and the mixer's state after each sequence."""
+        mixed, state = self.mixer.prefill(self.norm1(x.values), x, capacity)
+        h = x.values + mixed
+        return x.with_values(h + self.mlp(self.norm2(h))), state
+
+    def step(self, x: Tensor, state, active: Tensor | None = None) -> tuple[Tensor, RecurrentState | KVCache]:
+        """One token per sequence: `x [B, D]` → `[B, D]`."""
+        mixed, state = self.mixer.step(self.norm1(x), state, active)
+        h = x + mixed
+        return h + self.mlp(self.norm2(h)), state
+
 
 class MixerStack(nn.Sequential):
     """`depth` MixerBlocks of one kind: Ragged `[T, D]` → Ragged `[T, D]`."""
@@ -158,3 +273,23 @@ class MixerStack(nn.Sequential):
         super().__init__(
             *(MixerBlock(dim, mixer, heads, window, moe=moe, causal=causal) for _ in range(depth))
         )
+
+    def init_state(self, batch: int, capacity: int, like: Tensor) -> list:
+        """Every block's state before any token."""
+        return [block.init_state(batch, capacity, like) for block in self]
+
+    def prefill(self, x: Ragged, capacity: int) -> tuple[Ragged, list]:
+        """`forward`, and every block's state after each sequence."""
+        states = []
+        for block in self:
+            x, state = block.prefill(x, capacity)
+            states.append(state)
+        return x, states
+
+    def step(self, x: Tensor, states: list, active: Tensor | None = None) -> tuple[Tensor, list]:
+        """One token per sequence through every block: `x [B, D]` → `[B, D]`."""
+        new = []
+        for block, state in zip(self, states):
+            x, state = block.step(x, state, active)
+            new.append(state)
+        return x, new

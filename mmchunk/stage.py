@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
-from mmchunk.chunker import ChunkerOutput, DynamicChunker
+from mmchunk import stepping
+from mmchunk.chunker import ChunkerOutput, ChunkerState, DynamicChunker
 from mmchunk.ragged import Ragged
 
 
@@ -18,11 +20,24 @@ class StageOutput:
     routing: list[ChunkerOutput]
 
 
+@dataclass
+class StageState:
+    """A stage's step state: its encoder's, chunker's (routing and dechunk), main network's and
+    decoder's (None for an identity)."""
+
+    encoder: Any
+    chunker: ChunkerState
+    main: Any
+    decoder: Any
+
+
 class ChunkedStage(nn.Module):
     """One H-Net stage over Ragged batches; nest stages by passing a `ChunkedStage` as `main`.
 
     `encoder`, `main` and `decoder` map a Ragged `[T, D]` to a Ragged `[T, D]` (`main` may instead
     return a `StageOutput`); a missing encoder or decoder is the identity. `main` runs on the chunks.
+    The step path (`init_state`, `prefill`, `step`) runs one token per sequence; `main` steps only
+    for the sequences whose token opens a chunk.
     """
 
     def __init__(
@@ -48,3 +63,35 @@ class ChunkedStage(nn.Module):
         inner = inner.output if isinstance(inner, StageOutput) else inner
         tokens = hidden.with_values(self.chunker.dechunk(inner, routed))
         return StageOutput(self.decoder(tokens), [routed, *nested])
+
+    def init_state(self, batch: int, capacity: int, like: Tensor) -> StageState:
+        """The state of `batch` sequences before any token (`capacity`: the most tokens a
+        sequence will hold, for attention caches)."""
+        return StageState(
+            stepping.init_state(self.encoder, batch, capacity, like),
+            self.chunker.init_state(batch, capacity, like),
+            self.main.init_state(batch, capacity, like),
+            stepping.init_state(self.decoder, batch, capacity, like),
+        )
+
+    def prefill(self, x: Ragged, capacity: int) -> tuple[StageOutput, StageState]:
+        """`forward` over whole prompts `x [T, D]`, and the state after each sequence."""
+        hidden, encoder = stepping.prefill(self.encoder, x, capacity)
+        routed = self.chunker(hidden)
+        inner, main = self.main.prefill(routed.chunks, capacity)
+        nested = inner.routing if isinstance(inner, StageOutput) else []
+        inner = inner.output if isinstance(inner, StageOutput) else inner
+        tokens, chunker = self.chunker.prefill(hidden, inner.values, routed)
+        output, decoder = stepping.prefill(self.decoder, hidden.with_values(tokens), capacity)
+        return StageOutput(output, [routed, *nested]), StageState(encoder, chunker, main, decoder)
+
+    def step(self, x: Tensor, state: StageState, active: Tensor | None = None) -> tuple[Tensor, StageState]:
+        """One token per sequence, `x [B, D]` → `[B, D]`; rows with `active [B]` False keep their
+        state. The main network steps (with `active`) only for the rows that open a chunk."""
+        hidden, encoder = stepping.step(self.encoder, x, state.encoder, active)
+        probs, boundary = self.chunker.route_step(hidden, state.chunker)
+        opens = boundary if active is None else boundary & active
+        inner, main = self.main.step(hidden, state.main, opens)
+        tokens, chunker = self.chunker.dechunk_step(hidden, inner, probs, boundary, state.chunker, active)
+        output, decoder = stepping.step(self.decoder, tokens, state.decoder, active)
+        return output, StageState(encoder, chunker, main, decoder)

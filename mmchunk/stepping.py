@@ -1,0 +1,78 @@
+"""The step path through chunked stages: what the modules' `init_state` / `prefill` / `step`
+methods share. A state is a small dataclass of `[B, ...]` tensors, one row per sequence; a step
+takes one token per sequence, and rows whose `active [B]` flag is False keep their state (a main
+network steps only for the sequences whose routing opened a chunk). No step syncs with the host
+or loops over sequences in Python."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mmchunk.kernels import seq_lengths
+
+
+def last_rows(values: Tensor, cu_seqlens: Tensor) -> Tensor:
+    """The last token's row of every sequence of a packed `values [T, ...]`: `[B, ...]`, zeros for
+    an empty sequence."""
+    lengths = seq_lengths(cu_seqlens)
+    if values.shape[0] == 0:
+        return values.new_zeros(lengths.numel(), *values.shape[1:])
+    rows = values[(cu_seqlens[1:].long() - 1).clamp(min=0)]
+    return torch.where(rows_mask(lengths > 0, rows), rows, torch.zeros_like(rows))
+
+
+def rows_mask(flags: Tensor, like: Tensor) -> Tensor:
+    """`flags [B]` shaped to broadcast over `like [B, ...]`."""
+    return flags.view(-1, *([1] * (like.dim() - 1)))
+
+
+def keep_inactive(active: Tensor | None, new: Any, old: Any) -> Any:
+    """`new` in the rows where `active [B]` is True, `old` elsewhere; recurses into lists and
+    dataclasses of tensors. `active` None: all rows take `new`."""
+    if active is None or new is None:
+        return new
+    if isinstance(new, Tensor):
+        return torch.where(rows_mask(active, new), new, old)
+    if isinstance(new, list | tuple):
+        return type(new)(keep_inactive(active, n, o) for n, o in zip(new, old))
+    if dataclasses.is_dataclass(new):
+        changes = {
+            f.name: keep_inactive(active, getattr(new, f.name), getattr(old, f.name))
+            for f in dataclasses.fields(new)
+        }
+        return dataclasses.replace(new, **changes)
+    raise TypeError(f"keep_inactive: cannot merge a {type(new).__name__}")
+
+
+def state_rows(state: Any, index: Tensor) -> Any:
+    """The state of the sequences `index [b]` only (to drop finished sequences from a batch)."""
+    if state is None:
+        return None
+    if isinstance(state, Tensor):
+        return state[index]
+    if isinstance(state, list | tuple):
+        return type(state)(state_rows(s, index) for s in state)
+    if dataclasses.is_dataclass(state):
+        return dataclasses.replace(
+            state, **{f.name: state_rows(getattr(state, f.name), index) for f in dataclasses.fields(state)}
+        )
+    raise TypeError(f"state_rows: cannot index a {type(state).__name__}")
+
+
+def init_state(module: nn.Module, batch: int, capacity: int, like: Tensor) -> Any:
+    """`module.init_state(...)`, or None for the identity."""
+    return None if isinstance(module, nn.Identity) else module.init_state(batch, capacity, like)
+
+
+def prefill(module: nn.Module, x, capacity: int) -> tuple[Any, Any]:
+    """`module.prefill(x, capacity)`, or `(x, None)` for the identity."""
+    return (x, None) if isinstance(module, nn.Identity) else module.prefill(x, capacity)
+
+
+def step(module: nn.Module, x: Tensor, state: Any, active: Tensor | None) -> tuple[Tensor, Any]:
+    """`module.step(x, state, active)`, or `(x, None)` for the identity."""
+    return (x, None) if isinstance(module, nn.Identity) else module.step(x, state, active)

@@ -1,0 +1,134 @@
+"""The step path (issue 16): prefill + step equal the full forward pass at every position, batched
+generation equals argmax decoding, and the edge cases of `ByteLM.generate`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmchunk.bytelm import ByteLM
+from mmchunk.layers import MixerStack
+from mmchunk.ragged import Ragged
+
+LENGTHS = {1: [41], 8: [37, 5, 60, 1, 23, 44, 9, 30]}
+
+
+def model(stages: int) -> ByteLM:
+    torch.manual_seed(stages)
+    return ByteLM(dim=64, depth=2, heads=4, stages=stages).eval()
+
+
+def random_bytes(lengths: list[int], seed: int = 0) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, 256, (n,), generator=gen) for n in lengths]
+
+
+def stepped_logits(m, seqs: list[torch.Tensor], prompt: list[int], capacity: int) -> list[torch.Tensor]:
+    """Per sequence `[len - prompt + 1, V]`: the logits after its prompt, then after each true byte
+    fed one step at a time (every sequence steps each time; those past their end are ignored)."""
+    with torch.no_grad():
+        logits, state = m.prefill(Ragged.from_list([s[:p] for s, p in zip(seqs, prompt)]), capacity)
+        rows = [[logits[b]] for b in range(len(seqs))]
+        for t in range(max(len(s) - p for s, p in zip(seqs, prompt))):
+            byte = torch.stack([s[min(p + t, len(s) - 1)] for s, p in zip(seqs, prompt)])
+            logits, state = m.step(byte, state)
+            for b, (s, p) in enumerate(zip(seqs, prompt)):
+                if p + t < len(s):
+                    rows[b].append(logits[b])
+    return [torch.stack(r[: len(s) - p + 1]) for r, s, p in zip(rows, seqs, prompt)]
+
+
+@pytest.mark.parametrize("stages", [0, 1, 2])
+@pytest.mark.parametrize("batch", [1, 8])
+def test_step_logits_equal_the_full_pass(stages, batch):
+    m = model(stages)
+    seqs = random_bytes(LENGTHS[batch], seed=batch)
+    with torch.no_grad():
+        full, routing = m(Ragged.from_list(seqs))
+    assert all(r.compression > 1.2 for r in routing)  # the stages really chunk
+    cu = [0, *torch.tensor(LENGTHS[batch]).cumsum(0).tolist()]
+    for prompt in ([1] * batch, [max(1, n // 3) for n in LENGTHS[batch]]):
+        stepped = stepped_logits(m, seqs, prompt, capacity=64)
+        for b, p in enumerate(prompt):
+            want = full[cu[b] + p - 1 : cu[b + 1]]
+            torch.testing.assert_close(stepped[b][: len(want)], want, atol=1e-4, rtol=0)
+
+
+def test_window_attention_steps_past_its_window():
+    """A causal sliding window keeps only its last w + 1 keys, for prompts longer than w."""
+    torch.manual_seed(0)
+    stack = MixerStack(32, 2, "window", heads=2, window=4, causal=True).eval()
+    lengths, prompt = [13, 3, 9], [7, 1, 6]
+    seqs = [torch.randn(n, 32) for n in lengths]
+    cu = [0, 13, 16, 25]
+    with torch.no_grad():
+        full = stack(Ragged.from_list(seqs)).values
+        out, state = stack.prefill(Ragged.from_list([s[:p] for s, p in zip(seqs, prompt)]), 64)
+        assert state[0].k.shape[1] == 5  # the bounded cache
+        want = torch.cat([full[c : c + p] for c, p in zip(cu, prompt)])
+        torch.testing.assert_close(out.values, want, atol=1e-5, rtol=0)
+        for t in range(max(n - p for n, p in zip(lengths, prompt))):
+            index = [min(p + t, n - 1) for n, p in zip(lengths, prompt)]
+            y, state = stack.step(torch.stack([s[i] for s, i in zip(seqs, index)]), state)
+            for b, i in enumerate(index):
+                if prompt[b] + t < lengths[b]:
+                    torch.testing.assert_close(y[b], full[cu[b] + i], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("stages", [0, 1, 2])
+def test_greedy_generation_is_argmax_decoding(stages):
+    m = model(stages)
+    prompts = [b"The cat", b"x", b"HashHop: a = 'b'\n", b"0123456789" * 4]
+    outs = m.generate(prompts, 12)
+    assert [len(o) for o in outs] == [12] * 4
+    with torch.no_grad():
+        for prompt, out in zip(prompts, outs):
+            whole = torch.tensor(list(prompt + out))
+            logits, _ = m(Ragged.from_list([whole]))
+            assert logits[len(prompt) - 1 : -1].argmax(-1).tolist() == list(out)
+    assert m.generate(prompts[:1], 12) == outs[:1]  # the batch does not change a sequence's bytes
+
+
+def test_stop_byte_ends_only_the_sequences_that_reach_it(monkeypatch):
+    m = model(1)
+    prompts = [b"abc", b"hello world", b"zz"]
+    free = m.generate(prompts, 16)
+    stop = next(b for b in free[0] if b not in free[1])
+    batches = []
+    step = ByteLM.step
+    monkeypatch.setattr(
+        ByteLM, "step", lambda self, byte, state: batches.append(len(byte)) or step(self, byte, state)
+    )
+    stopped = m.generate(prompts, 16, stop=bytes([stop]))
+    assert stopped[0] == free[0][: free[0].index(stop)] and stopped[1] == free[1]
+    assert stopped[2] == (free[2][: free[2].index(stop)] if stop in free[2] else free[2])
+    assert len(batches) == 15 and batches[-1] < 3  # a finished sequence leaves the batch
+
+
+def test_generation_edge_cases():
+    m = model(2)
+    assert m.generate([b"ab", b"c"], 0) == [b"", b""]
+    assert m.generate([], 5) == []
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
+        m.generate([b"a", b""], 4)
+    with pytest.raises(ValueError, match="top_k"):
+        m.generate([b"a"], 4, temperature=1.0, top_k=0)
+    sampled = m.generate([b"abc", b"de"], 10, temperature=1.0, seed=3)
+    assert sampled == m.generate([b"abc", b"de"], 10, temperature=1.0, seed=3)
+    assert sampled != m.generate([b"abc", b"de"], 10, temperature=1.0, seed=4)
+    assert m.generate([b"abc"], 10, temperature=0.7, top_k=1) == m.generate([b"abc"], 10)
+    long_prompt = bytes(range(256)) * 3  # longer than anything the test models saw
+    assert len(m.generate([long_prompt, b"q"], 5)[0]) == 5
+
+
+def test_step_compiles_without_graph_breaks():
+    """No host syncs or Python branching on tensor values inside a step: one graph."""
+    m = model(2)
+    data = Ragged.from_list(random_bytes([7, 3]))
+    with torch.no_grad():
+        _, state = m.prefill(data, 32)
+        want, _ = m.step(torch.tensor([1, 2]), state)
+        _, state = m.prefill(data, 32)
+        compiled = torch.compile(m.step, fullgraph=True, backend="aot_eager")
+        got, _ = compiled(torch.tensor([1, 2]), state)
+    torch.testing.assert_close(got, want)
