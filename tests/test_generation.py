@@ -132,3 +132,51 @@ def test_step_compiles_without_graph_breaks():
         compiled = torch.compile(m.step, fullgraph=True, backend="aot_eager")
         got, _ = compiled(torch.tensor([1, 2]), state)
     torch.testing.assert_close(got, want)
+
+
+def test_generate_command(tmp_path, capsys):
+    import json
+
+    from mmchunk.cli import main
+    from mmchunk.eval.hashhop_lm import save_model
+
+    config = {"dim": 32, "depth": 1, "heads": 2, "stages": 2}
+    torch.manual_seed(0)
+    saved = ByteLM(**config).eval()
+    save_model(saved, config, tmp_path / "m.safetensors")
+    argv = ["generate", "--ckpt", str(tmp_path / "m.safetensors"), "--prompt", "ab", "--prompt", "xyz"]
+    assert main([*argv, "--max-new-bytes", "6", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["outputs"]
+    want = saved.generate([b"ab", b"xyz"], 6)
+    assert [r["output"].encode("utf-8", errors="replace") for r in rows] == [
+        w.decode("utf-8", errors="replace").encode() for w in want
+    ]
+    assert [r["bytes"] for r in rows] == [6, 6]
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 40)
+    for bad, message in [
+        ("missing.safetensors", "no such byte model file"),
+        (".", "is a folder"),
+        ("junk.safetensors", "not a byte model file"),
+    ]:
+        assert main(["generate", "--ckpt", str(tmp_path / bad), "--prompt", "a"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert main([*argv, "--prompt", ""]) == 2
+    assert "prompt 2 is empty" in capsys.readouterr().err
+
+
+def test_hashhop_decoding_by_generate_matches_the_reference_loop():
+    """`decode_answers` (batched generation) gives what `answer` (one full pass per byte) gives."""
+    from mmchunk.eval.hashhop import generate
+    from mmchunk.eval.hashhop_lm import answer, decode_answers, query_contexts
+
+    torch.manual_seed(0)
+    lm = ByteLM(dim=32, depth=1, heads=2, stages=1).eval()
+    tasks = generate(2, 311, 2, 3, 4, seed=1)
+    decoded = decode_answers(lm, tasks, batch_size=4)
+    contexts = [c for t in tasks for c in query_contexts(t)]
+    lengths = [len(a) for t in tasks for a in t.targets.values()]
+    assert len(decoded) == len(contexts) == 6
+    for got, context, n in zip(decoded, contexts, lengths):
+        reference = answer(lm, context, n + 2)
+        assert got[: n + 2] == reference

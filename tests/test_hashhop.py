@@ -114,7 +114,7 @@ def test_byte_model_files_round_trip_and_answer(tmp_path):
     tasks = generate(2, 900, 1, 2, 4, seed=0)
     assert set(score_tasks(loaded, tasks)) == {1}  # an untrained model scores, per hop count
     (tmp_path / "bad.safetensors").write_bytes(b"not a file")
-    with pytest.raises(ValueError, match="not a HashHop model file"):
+    with pytest.raises(ValueError, match="not a byte model file"):
         load_model(tmp_path / "bad.safetensors")
 
 
@@ -142,6 +142,14 @@ def test_cli_scores_a_saved_model(tmp_path):
     done = subprocess.run([*cmd, "--data", str(tasks), "--json"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["accuracy"] == {"2": 0.0}  # an untrained model answers nothing right
+    generated = subprocess.run(
+        [*cmd, "--data", str(tasks), "--json", "--decode", "generate"], capture_output=True, text=True
+    )
+    assert generated.returncode == 0, generated.stderr
+    assert (
+        json.loads(generated.stdout)["accuracy"] == {"2": 0.0}
+        and json.loads(generated.stdout)["decode"] == "generate"
+    )
     tasks.write_text("")
     empty = subprocess.run([*cmd, "--data", str(tasks)], capture_output=True, text=True)
     assert empty.returncode == 2 and "no HashHop tasks to score" in empty.stderr

@@ -63,6 +63,34 @@ def answer(model: ByteLM, context: str, max_bytes: int) -> str:
     return bytes(out).decode("utf-8", errors="replace")
 
 
+def query_contexts(task: HashHopTask) -> list[str]:
+    """The context each query of `task` is answered from: the prompt, the completion's header, the
+    earlier queries with their true answers, then `H = '` (in `targets` order)."""
+    contexts, context = [], context_of(task)
+    for query, expected in task.targets.items():
+        contexts.append(context + f"{query} = '")
+        context += f"{query} = '{expected}'\n"
+    return contexts
+
+
+@torch.no_grad()
+def decode_answers(model: ByteLM, tasks: list[HashHopTask], batch_size: int = 8) -> list[str]:
+    """Greedy answers of every query of `tasks` (tasks in order, queries in `targets` order) by
+    `ByteLM.generate`, `batch_size` queries at a time, each ending at its closing quote."""
+    jobs = [
+        (context, len(answer))
+        for task in tasks
+        for context, answer in zip(query_contexts(task), task.targets.values())
+    ]
+    out = []
+    for start in range(0, len(jobs), batch_size):
+        group = jobs[start : start + batch_size]
+        longest = max(n for _, n in group) + 2
+        texts = model.generate([c.encode() for c, _ in group], longest, stop=b"'")
+        out += [t.decode("utf-8", errors="replace") for t in texts]
+    return out
+
+
 class AnswerScores(NamedTuple):
     """Exact match of every query `hits [Q]` (bool) and the mean cross-entropy of the answer bytes
     `nats` (closing quotes included; chance is about ln 52 per letter)."""
@@ -123,12 +151,22 @@ def save_model(model: ByteLM, config: dict, path: str | Path) -> None:
 
 def load_model(path: str | Path) -> ByteLM:
     """A `ByteLM` saved by `save_model` (safetensors: no pickle)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a byte model file")
+    if not path.is_file():
+        raise FileNotFoundError(f"no such byte model file: {path}")
     try:
         with safe_open(str(path), "pt") as f:
             config = json.loads(f.metadata()["config"])
             state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
     except Exception as exc:
-        raise ValueError(f"{path}: not a HashHop model file ({' '.join(str(exc).split())[:160]})") from None
-    model = ByteLM(**config)
-    model.load_state_dict(state)
+        raise ValueError(f"{path}: not a byte model file ({' '.join(str(exc).split())[:160]})") from None
+    try:
+        model = ByteLM(**config)
+        model.load_state_dict(state)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(
+            f"{path}: a byte model file this version cannot load ({' '.join(str(exc).split())[:160]})"
+        ) from None
     return model.eval()
