@@ -87,12 +87,12 @@ class ByteLM(nn.Module):
             total = total + ratio_weight * parts[f"ratio_{i + 1}"]
         return total, parts
 
-    def prefill(self, data: Ragged, capacity: int) -> tuple[Tensor, object]:
+    def prefill(self, data: Ragged, room: int) -> tuple[Tensor, object]:
         """Whole prompts (bytes `[T]` of `cu_seqlens [B+1]`, every sequence non-empty) in one packed
         pass: the logits `[B, 256]` of each prompt's next byte and the step state of the network
-        (attention caches sized for `capacity` bytes per sequence)."""
+        (attention caches with room for `room` more bytes per sequence)."""
         x = data.with_values(self.embed(data.values.long()))
-        out, state = self.network.prefill(x, capacity)
+        out, state = self.network.prefill(x, room)
         hidden = out.output if isinstance(out, StageOutput) else out
         return self.head(self.norm(last_rows(hidden.values, data.cu_seqlens))), state
 
@@ -129,7 +129,7 @@ class ByteLM(nn.Module):
             return [b"" for _ in prompts]
         device = self.head.weight.device
         data = Ragged.from_list([torch.tensor(list(p), dtype=torch.long) for p in prompts]).to(device)
-        logits, state = self.prefill(data, max(len(p) for p in prompts) + max_new_bytes)
+        logits, state = self.prefill(data, max_new_bytes)
         generator = torch.Generator(device).manual_seed(seed)
         stops = torch.tensor(sorted(set(stop or b"")), dtype=torch.long, device=device)
         rows = torch.arange(len(prompts), device=device)  # the original index of every live row

@@ -75,8 +75,8 @@ class RecurrentState:
 class KVCache:
     """An attention layer's keys and values (rotated), `k, v [B, S, H, Dh]`, the position of each
     slot's token `pos [B, S]` (-1: empty) and the tokens seen per sequence `length [B]`. Global
-    attention keeps every token (S = capacity); a window of w keeps the last w + 1 in a ring.
-    Steps write into `k`, `v` and `pos` in place."""
+    attention keeps every token (S = capacity: stepping past it drops the oldest); a window of w
+    keeps the last w + 1 in a ring. Steps write into `k`, `v` and `pos` in place."""
 
     k: Tensor
     v: Tensor
@@ -100,7 +100,7 @@ class GatedRecurrence(nn.Module):
         """`x [T, D]` (values of `batch`) → `[T, D]`."""
         return self.prefill(x, batch)[0]
 
-    def prefill(self, x: Tensor, batch: Ragged, capacity: int = 0) -> tuple[Tensor, RecurrentState]:
+    def prefill(self, x: Tensor, batch: Ragged, room: int = 0) -> tuple[Tensor, RecurrentState]:
         """`forward`, and the state after each sequence's last token."""
         candidate, gate_logit, out_gate = self.in_proj(x).chunk(3, dim=-1)
         # z = 1 at each sequence start (h_0 = h̃_0): a constant input gives a constant state from
@@ -164,13 +164,16 @@ class Attention(nn.Module):
         pos = torch.full((batch, slots), -1, dtype=torch.long, device=like.device)
         return KVCache(kv, kv.clone(), pos, torch.zeros(batch, dtype=torch.long, device=like.device))
 
-    def prefill(self, x: Tensor, batch: Ragged, capacity: int) -> tuple[Tensor, KVCache]:
-        """`forward` over token indices as positions, and the cache of every sequence's tokens."""
+    def prefill(self, x: Tensor, batch: Ragged, room: int) -> tuple[Tensor, KVCache]:
+        """`forward` over token indices as positions, and the cache of every sequence's tokens with
+        `room` more slots (the longest sequence + `room`: steps attend over the slots, so a cache
+        sized for this level's tokens, not the bytes', keeps a chunk level's steps cheap)."""
         if batch.t_start is not None:
             raise ValueError("Attention: the step path takes token indices as positions, not times")
         out, k, v = self._attend(x, batch)
-        cache = self.init_state(batch.batch_size, capacity, x)
         lengths = seq_lengths(batch.cu_seqlens)
+        longest = int(lengths.max()) if lengths.numel() else 0
+        cache = self.init_state(batch.batch_size, longest + room, x)
         seq = segment_ids(batch.cu_seqlens, batch.num_tokens)
         index = torch.arange(batch.num_tokens, device=x.device) - batch.cu_seqlens.long()[seq]
         slots = cache.k.shape[1]
@@ -244,9 +247,9 @@ class MixerBlock(nn.Module):
         """The mixer's state before any token."""
         return self.mixer.init_state(batch, capacity, like)
 
-    def prefill(self, x: Ragged, capacity: int) -> tuple[Ragged, RecurrentState | KVCache]:
-        """`forward`, and the mixer's state after each sequence."""
-        mixed, state = self.mixer.prefill(self.norm1(x.values), x, capacity)
+    def prefill(self, x: Ragged, room: int) -> tuple[Ragged, RecurrentState | KVCache]:
+        """`forward`, and the mixer's state after each sequence (`room`: tokens still to come)."""
+        mixed, state = self.mixer.prefill(self.norm1(x.values), x, room)
         h = x.values + mixed
         return x.with_values(h + self.mlp(self.norm2(h))), state
 
@@ -278,11 +281,11 @@ class MixerStack(nn.Sequential):
         """Every block's state before any token."""
         return [block.init_state(batch, capacity, like) for block in self]
 
-    def prefill(self, x: Ragged, capacity: int) -> tuple[Ragged, list]:
+    def prefill(self, x: Ragged, room: int) -> tuple[Ragged, list]:
         """`forward`, and every block's state after each sequence."""
         states = []
         for block in self:
-            x, state = block.prefill(x, capacity)
+            x, state = block.prefill(x, room)
             states.append(state)
         return x, states
 

@@ -74,15 +74,16 @@ class ChunkedStage(nn.Module):
             stepping.init_state(self.decoder, batch, capacity, like),
         )
 
-    def prefill(self, x: Ragged, capacity: int) -> tuple[StageOutput, StageState]:
-        """`forward` over whole prompts `x [T, D]`, and the state after each sequence."""
-        hidden, encoder = stepping.prefill(self.encoder, x, capacity)
+    def prefill(self, x: Ragged, room: int) -> tuple[StageOutput, StageState]:
+        """`forward` over whole prompts `x [T, D]`, and the state after each sequence, with room
+        for `room` more tokens per sequence (so as many chunks at most)."""
+        hidden, encoder = stepping.prefill(self.encoder, x, room)
         routed = self.chunker(hidden)
-        inner, main = self.main.prefill(routed.chunks, capacity)
+        inner, main = self.main.prefill(routed.chunks, room)
         nested = inner.routing if isinstance(inner, StageOutput) else []
         inner = inner.output if isinstance(inner, StageOutput) else inner
         tokens, chunker = self.chunker.prefill(hidden, inner.values, routed)
-        output, decoder = stepping.prefill(self.decoder, hidden.with_values(tokens), capacity)
+        output, decoder = stepping.prefill(self.decoder, hidden.with_values(tokens), room)
         return StageOutput(output, [routed, *nested]), StageState(encoder, chunker, main, decoder)
 
     def step(self, x: Tensor, state: StageState, active: Tensor | None = None) -> tuple[Tensor, StageState]:

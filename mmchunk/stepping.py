@@ -68,9 +68,9 @@ def init_state(module: nn.Module, batch: int, capacity: int, like: Tensor) -> An
     return None if isinstance(module, nn.Identity) else module.init_state(batch, capacity, like)
 
 
-def prefill(module: nn.Module, x, capacity: int) -> tuple[Any, Any]:
-    """`module.prefill(x, capacity)`, or `(x, None)` for the identity."""
-    return (x, None) if isinstance(module, nn.Identity) else module.prefill(x, capacity)
+def prefill(module: nn.Module, x, room: int) -> tuple[Any, Any]:
+    """`module.prefill(x, room)`, or `(x, None)` for the identity."""
+    return (x, None) if isinstance(module, nn.Identity) else module.prefill(x, room)
 
 
 def step(module: nn.Module, x: Tensor, state: Any, active: Tensor | None) -> tuple[Tensor, Any]:

@@ -23,11 +23,12 @@ def random_bytes(lengths: list[int], seed: int = 0) -> list[torch.Tensor]:
     return [torch.randint(0, 256, (n,), generator=gen) for n in lengths]
 
 
-def stepped_logits(m, seqs: list[torch.Tensor], prompt: list[int], capacity: int) -> list[torch.Tensor]:
+def stepped_logits(m, seqs: list[torch.Tensor], prompt: list[int]) -> list[torch.Tensor]:
     """Per sequence `[len - prompt + 1, V]`: the logits after its prompt, then after each true byte
     fed one step at a time (every sequence steps each time; those past their end are ignored)."""
+    room = max(len(s) - p for s, p in zip(seqs, prompt))  # exactly what the steps need
     with torch.no_grad():
-        logits, state = m.prefill(Ragged.from_list([s[:p] for s, p in zip(seqs, prompt)]), capacity)
+        logits, state = m.prefill(Ragged.from_list([s[:p] for s, p in zip(seqs, prompt)]), room)
         rows = [[logits[b]] for b in range(len(seqs))]
         for t in range(max(len(s) - p for s, p in zip(seqs, prompt))):
             byte = torch.stack([s[min(p + t, len(s) - 1)] for s, p in zip(seqs, prompt)])
@@ -48,7 +49,7 @@ def test_step_logits_equal_the_full_pass(stages, batch):
     assert all(r.compression > 1.2 for r in routing)  # the stages really chunk
     cu = [0, *torch.tensor(LENGTHS[batch]).cumsum(0).tolist()]
     for prompt in ([1] * batch, [max(1, n // 3) for n in LENGTHS[batch]]):
-        stepped = stepped_logits(m, seqs, prompt, capacity=64)
+        stepped = stepped_logits(m, seqs, prompt)
         for b, p in enumerate(prompt):
             want = full[cu[b] + p - 1 : cu[b + 1]]
             torch.testing.assert_close(stepped[b][: len(want)], want, atol=1e-4, rtol=0)
