@@ -15,12 +15,24 @@ from mmchunk.ragged import Ragged
 from .base import ModalityEncoder, register
 
 STEMS = ("conv", "logmel")
+LEVELS = ("recording", "causal")
 MEL_FLOOR = 1e-6  # power floor of the log-mel stem relative to the recording's mean power (−60 dB)
 
 
 def per_sequence(stat: Tensor, lengths: Tensor) -> Tensor:
     """Per-sequence statistics `[B, ...]` repeated over each sequence's `lengths [B]` rows → `[F, ...]`."""
     return stat.repeat_interleave(lengths, dim=0, output_size=int(lengths.sum()))
+
+
+def causal_means(values: Tensor, frame_cu: Tensor) -> Tensor:
+    """Each row's mean over the rows of its sequence up to and including it: `values [F, C]` →
+    `[F, C]`, from float64 prefix sums (a stream keeps the same sums as it goes)."""
+    lengths = seq_lengths(frame_cu)
+    prefix = values.double().cumsum(0)
+    start = per_sequence(frame_cu[:-1].long(), lengths)
+    before = torch.where((start > 0)[:, None], prefix[(start - 1).clamp(min=0)], 0.0)
+    count = torch.arange(1, values.shape[0] + 1, device=values.device) - start
+    return ((prefix - before) / count[:, None]).to(values.dtype)
 
 
 def frame_waveforms(x: Ragged, hop: int, width: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -79,7 +91,11 @@ class AudioSamples(ModalityEncoder):
     logmel options: `window_ms` widens each frame's analysis window beyond the 20 ms hop (centred);
     `band_mean` takes out each band's mean over the recording (cepstral mean normalisation: the
     channel's colour) instead of one level per recording; `context` stacks the log-mels of that many
-    neighbouring frames on each side before the projection (a kernel-(2·context+1) convolution).
+    neighbouring frames on each side before the projection (a kernel-(2·context+1) convolution);
+    `level="causal"` takes the level (and the floor) over the frames up to each frame instead of
+    the whole recording, so a frame's features never depend on later audio than `context` frames
+    ahead: the configuration `mmchunk.streaming` chunks as audio arrives. The recurrent mixer is
+    causal; the attention and window mixers and `level="recording"` are not.
     """
 
     modality = "audio"
@@ -97,10 +113,16 @@ class AudioSamples(ModalityEncoder):
         band_mean: bool = False,
         window_ms: float | None = None,
         context: int = 0,
+        level: str = "recording",
     ) -> None:
         super().__init__(dim)
         if stem not in STEMS:
             raise ValueError(f"AudioSamples: stem must be one of {STEMS}, got {stem!r}")
+        if level not in LEVELS or (level == "causal" and stem != "logmel"):
+            raise ValueError(
+                f"AudioSamples: level must be one of {LEVELS} (causal with the logmel stem), got {level!r}"
+            )
+        self.level = level
         self.stem_kind, self.sample_rate, self.band_mean = stem, sample_rate, band_mean
         self.hop = round(sample_rate * frame_ms / 1000)
         self.width = round(sample_rate * (window_ms or frame_ms) / 1000) if stem == "logmel" else self.hop
@@ -162,13 +184,25 @@ class AudioSamples(ModalityEncoder):
         """
         lengths = seq_lengths(frame_cu)
         power = self.frame_power(frames)
-        stats = stats or self.level_stats(power, frame_cu)
+        stats = stats or (None if self.level == "causal" else self.level_stats(power, frame_cu))
         if self.stem_kind == "conv":
             frames = frames / (per_sequence(stats["rms"], lengths) + 1e-12)
             return self.proj(self.stem(frames[:, None]).mean(-1))
+        if self.level == "causal":
+            return self.proj(
+                stack_context(self.causal_logmel(power, frame_cu), frame_cu, index, self.context)
+            )
         logmel = torch.log(power + per_sequence(stats["floor"], lengths))
         feats = (logmel - per_sequence(stats["level"], lengths)) / 4.0
         return self.proj(stack_context(feats, frame_cu, index, self.context))
+
+    def causal_logmel(self, power: Tensor, frame_cu: Tensor) -> Tensor:
+        """`level="causal"`: log-mels `[F, n_mels]` of the mel powers `[F, n_mels]` with the floor
+        and the level of the frames up to each frame (`causal_means`), scaled by 1/4."""
+        floor = causal_means(power.mean(1, keepdim=True), frame_cu) * MEL_FLOOR + 1e-30
+        logmel = torch.log(power + floor)
+        level = causal_means(logmel if self.band_mean else logmel.mean(1, keepdim=True), frame_cu)
+        return (logmel - level) / 4.0
 
     def forward(self, x: Ragged, stats: dict[str, Tensor] | None = None) -> Ragged:
         """Waveforms `[N]` (float, `sample_rate`) → frame features `[F, D]` with frame time spans;

@@ -57,6 +57,8 @@ def _fit(args: argparse.Namespace) -> int:
 def _segment(args: argparse.Namespace) -> int:
     from mmchunk.segment import plot_segments, segment_file
 
+    if args.stream:
+        return _segment_stream(args)
     report = segment_file(args.file, args.ckpt, window_s=args.window)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
@@ -71,6 +73,22 @@ def _segment(args: argparse.Namespace) -> int:
             print(f"  {chunk['t0']:8.3f} – {chunk['t1']:8.3f} s{label}{text}")
     if args.plot:
         plot_segments(report, args.plot)
+    return 0
+
+
+def _segment_stream(args: argparse.Namespace) -> int:
+    from mmchunk.data.decode import AUDIO_EXTS
+    from mmchunk.streaming import stream_file
+
+    if args.plot:
+        raise ValueError("--plot draws the whole file: leave out --stream")
+    if args.file.suffix.lower().lstrip(".") not in AUDIO_EXTS:
+        raise ValueError(f"{args.file}: --stream reads audio files (.{', .'.join(AUDIO_EXTS)})")
+    if not args.file.is_file():
+        raise FileNotFoundError(f"no such file: {args.file}")
+    for chunk in stream_file(args.file, args.ckpt, block_s=args.block_ms / 1000):
+        line = json.dumps(chunk) if args.json else f"  {chunk['t0']:8.3f} – {chunk['t1']:8.3f} s"
+        print(line, flush=True)
     return 0
 
 
@@ -229,6 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument(
         "--window", type=positive_float, default=60.0,
         help="audio longer than this (s) is read and chunked in windows, in bounded memory (60)",
+    )  # fmt: skip
+    segment.add_argument(
+        "--stream",
+        action="store_true",
+        help="read the audio in blocks as a microphone delivers it and print each chunk as soon as it "
+        "closes (one JSON object per line with --json); needs a causal checkpoint (recipe streaming_cpu)",
+    )
+    segment.add_argument(
+        "--block-ms", type=positive_float, default=20.0, help="--stream: block length in ms (20)"
     )  # fmt: skip
     segment.set_defaults(func=_segment)
 
