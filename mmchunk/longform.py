@@ -180,6 +180,11 @@ def windowed_routing(
     window with `context_s` on either side and the whole recording's level statistics: per window,
     (its frames, their boundary mask `[n]`, their encoder features `[n, D]`). Memory is set by
     `window_s + 2·context_s`, not the recording's length."""
+    if getattr(model.encoders["audio"], "level", "recording") == "causal":
+        raise ValueError(
+            "a causal audio encoder (level: causal) chunks long recordings with mmchunk.streaming, "
+            "not in windows"
+        )
     encoder = model.encoders["audio"]
     center = model.chunker.routing_center
     if center is not None and MODALITY_IDS["audio"] < len(center) and bool(center[MODALITY_IDS["audio"]]):

@@ -20,9 +20,10 @@ from mmchunk.data.decode import (
     decode_video,
 )
 from mmchunk.data.loader import text_byte_times
-from mmchunk.longform import audio_length, long_audio_boundaries, waveform_envelope
+from mmchunk.longform import audio_length, long_audio_boundaries, read_blocks, waveform_envelope
 from mmchunk.model import ChunkFusionModel
 from mmchunk.ragged import Ragged
+from mmchunk.streaming import StreamingSegmenter
 
 
 def read_inputs(path: Path, model: ChunkFusionModel) -> tuple[dict[str, Ragged], float]:
@@ -89,13 +90,26 @@ def segment_file(
     "modalities" every one chunked, "compression" tokens per chunk over all of them, and
     "compression_by_modality" each one's). An audio file longer than `window_s` is read and chunked
     window by window with `context_s` on either side (`mmchunk.longform`: bounded memory, the
-    boundaries of one pass); "windows" says how many."""
+    boundaries of one pass); "windows" says how many. A causal audio encoder (`level: causal`)
+    streams such a file instead (`mmchunk.streaming`: the same chunks as one pass, in bounded memory)."""
     path = Path(path)
     model, label = load_model(checkpoint)
     encoder = model.encoders["audio"]
     windows = 1
     if path.suffix.lower().lstrip(".") in AUDIO_EXTS:
         length = audio_length(path, encoder.sample_rate)
+        if length > window_s * encoder.sample_rate and getattr(encoder, "level", "") == "causal":
+            chunks = list(StreamingSegmenter(model).stream(read_blocks(path, encoder.sample_rate, 30.0)))
+            frames = -(-length // encoder.hop)
+            return _report(
+                path,
+                label,
+                {"audio": frames},
+                {"audio": len(chunks)},
+                chunks,
+                length / encoder.sample_rate,
+                1,
+            )
         if length > window_s * encoder.sample_rate:
             starts, frames, length = long_audio_boundaries(
                 model, path, window_s=window_s, context_s=context_s

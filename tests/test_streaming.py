@@ -98,6 +98,13 @@ def test_chunks_come_out_while_the_stream_goes_on(tmp_path, monkeypatch):
     assert segmenter.latency_s == pytest.approx(0.13)
 
 
+def test_a_long_file_with_a_causal_model_is_streamed(tmp_path, monkeypatch):
+    model, wave = causal_model(), patchy_audio(3.0)
+    want = offline(model, wave, tmp_path, monkeypatch)
+    report = segment.segment_file(tmp_path / "whole.wav", window_s=1.0)  # "long": over the window
+    assert report["chunks"] == want and report["windows"] == 1
+
+
 def test_edge_streams(tmp_path, monkeypatch):
     model = causal_model()
     assert StreamingSegmenter(model).flush() == []  # nothing fed
