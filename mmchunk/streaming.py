@@ -206,10 +206,8 @@ def extend(stack: MixerStack, x: Tensor, states: list | None) -> tuple[Tensor, l
         candidate, gate_logit, out_gate = mixer.in_proj(h_in).chunk(3, dim=-1)
         rate = torch.sigmoid(gate_logit)
         if state is None:
-            rate = torch.cat([torch.ones_like(rate[:1]), rate[1:]])
-            h = ema_scan_one(candidate, rate)
-        else:
-            h = ema_scan_one(torch.cat([state, candidate]), torch.cat([torch.ones_like(rate[:1]), rate]))[1:]
+            state, rate = torch.zeros_like(candidate[:1]), torch.cat([torch.ones_like(rate[:1]), rate[1:]])
+        h = continue_scan(candidate, rate, state)
         mixed = mixer.out_proj(h * F.silu(out_gate))
         mid = x + mixed
         x = mid + block.mlp(block.norm2(mid))
@@ -217,10 +215,17 @@ def extend(stack: MixerStack, x: Tensor, states: list | None) -> tuple[Tensor, l
     return x, new
 
 
-def ema_scan_one(x: Tensor, rate: Tensor) -> Tensor:
-    """`ema_scan` of one sequence `x [n, D]` with rates `[n, D]`."""
-    cu = torch.tensor([0, x.shape[0]], dtype=torch.int32)
-    return ema_scan(x, rate, cu)
+def continue_scan(x: Tensor, rate: Tensor, h: Tensor) -> Tensor:
+    """`h_t = rate_t·x_t + (1 − rate_t)·h_{t−1}` over `x [n, D]` from `h [1, D]`: one `addcmul` per
+    step for a few steps (a stream's usual block), `ema_scan` with `h` prepended for more."""
+    if x.shape[0] > 8:
+        cu = torch.tensor([0, x.shape[0] + 1], dtype=torch.int32)
+        return ema_scan(torch.cat([h, x]), torch.cat([torch.ones_like(rate[:1]), rate]), cu)[1:]
+    rows = []
+    for t in range(x.shape[0]):
+        h = torch.addcmul(rate[t : t + 1] * x[t : t + 1], 1.0 - rate[t : t + 1], h)
+        rows.append(h)
+    return torch.cat(rows)
 
 
 def stream_file(path: str | Path, checkpoint: str | Path | None, block_s: float = 0.02) -> Iterator[dict]:
