@@ -98,33 +98,19 @@ def segment_file(
     windows = 1
     if path.suffix.lower().lstrip(".") in AUDIO_EXTS:
         length = audio_length(path, encoder.sample_rate)
-        if length > window_s * encoder.sample_rate and getattr(encoder, "level", "") == "causal":
-            chunks = list(StreamingSegmenter(model).stream(read_blocks(path, encoder.sample_rate, 30.0)))
-            frames = -(-length // encoder.hop)
-            return _report(
-                path,
-                label,
-                {"audio": frames},
-                {"audio": len(chunks)},
-                chunks,
-                length / encoder.sample_rate,
-                1,
-            )
         if length > window_s * encoder.sample_rate:
-            starts, frames, length = long_audio_boundaries(
-                model, path, window_s=window_s, context_s=context_s
-            )
-            windows = -(-frames // max(1, round(window_s * encoder.native_rate_hz)))
-            chunks = audio_chunks(starts, frames, length, encoder.hop, encoder.sample_rate)
-            return _report(
-                path,
-                label,
-                {"audio": frames},
-                {"audio": len(chunks)},
-                chunks,
-                length / encoder.sample_rate,
-                windows,
-            )
+            frames = -(-length // encoder.hop)
+            if getattr(encoder, "level", "") == "causal":
+                blocks = read_blocks(path, encoder.sample_rate, 30.0)
+                chunks = list(StreamingSegmenter(model).stream(blocks))
+            else:
+                starts, frames, length = long_audio_boundaries(
+                    model, path, window_s=window_s, context_s=context_s
+                )
+                windows = -(-frames // max(1, round(window_s * encoder.native_rate_hz)))
+                chunks = audio_chunks(starts, frames, length, encoder.hop, encoder.sample_rate)
+            seconds = length / encoder.sample_rate
+            return _report(path, label, {"audio": frames}, {"audio": len(chunks)}, chunks, seconds, windows)
     inputs, duration = read_inputs(path, model)
     chunks, tokens, counts = [], {}, {}
     for modality, x in inputs.items():
