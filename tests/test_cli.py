@@ -23,7 +23,7 @@ def run(*args, cwd=None):
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["demo", "--help"], ["data", "--help"], ["segment", "--help"]]
+    [["--help"], ["demo", "--help"], ["data", "--help"], ["segment", "--help"], ["generate", "--help"]]
     + [["data", cmd, "--help"] for cmd in ("synth", "pack", "check")],
 )
 def test_help(args):
