@@ -63,7 +63,7 @@ class StreamingSegmenter:
         frames = self.context + self.window - 1
         return (frames * self.hop + self.width - self.left) / self.rate
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def feed(self, block: Tensor) -> list[dict]:
         """Add a block of samples `[n]` (mono, at the encoder's rate); returns the chunks it closed."""
         if block.dim() != 1:
@@ -80,7 +80,7 @@ class StreamingSegmenter:
         self._mix(self.feat_base + len(self.feats) - self.context)
         return self._route(self.mixed - (self.window - 1), total=None)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def flush(self) -> list[dict]:
         """End of stream: the chunks still open, the last one ending with the audio."""
         total = -(-self.received // self.hop)
