@@ -11,8 +11,6 @@ from mmchunk.cli_types import positive_int
 
 
 def _generate(args: argparse.Namespace) -> int:
-    import torch
-
     from mmchunk.eval.hashhop_lm import load_model
 
     if args.top_k is not None and not 1 <= args.top_k <= 256:
@@ -21,7 +19,6 @@ def _generate(args: argparse.Namespace) -> int:
         raise ValueError(f"--temperature must be at least 0, got {args.temperature}")
     prompts = [p.encode() for p in args.prompt]
     model = load_model(args.ckpt)
-    torch.set_grad_enabled(False)
     clock = time.perf_counter()
     outs = model.generate(
         prompts,
