@@ -98,16 +98,20 @@ class GatedRecurrence(nn.Module):
 
     def forward(self, x: Tensor, batch: Ragged) -> Tensor:
         """`x [T, D]` (values of `batch`) → `[T, D]`."""
-        return self.prefill(x, batch)[0]
+        h, out_gate = self._scan(x, batch)
+        return self.out_proj(h * F.silu(out_gate))
 
-    def prefill(self, x: Tensor, batch: Ragged, room: int = 0) -> tuple[Tensor, RecurrentState]:
-        """`forward`, and the state after each sequence's last token."""
+    def _scan(self, x: Tensor, batch: Ragged) -> tuple[Tensor, Tensor]:
         candidate, gate_logit, out_gate = self.in_proj(x).chunk(3, dim=-1)
         # z = 1 at each sequence start (h_0 = h̃_0): a constant input gives a constant state from
         # the first token on, with no warm-up transient that the chunker would mistake for change.
         starts = sequence_starts(batch.cu_seqlens, batch.num_tokens)[:, None]
         rate = torch.sigmoid(gate_logit).masked_fill(starts, 1.0)
-        h = ema_scan(candidate, rate, batch.cu_seqlens)
+        return ema_scan(candidate, rate, batch.cu_seqlens), out_gate
+
+    def prefill(self, x: Tensor, batch: Ragged, room: int = 0) -> tuple[Tensor, RecurrentState]:
+        """`forward`, and the state after each sequence's last token."""
+        h, out_gate = self._scan(x, batch)
         state = RecurrentState(last_rows(h, batch.cu_seqlens), seq_lengths(batch.cu_seqlens) > 0)
         return self.out_proj(h * F.silu(out_gate)), state
 
