@@ -182,7 +182,8 @@ def check_causal(model: ChunkFusionModel) -> None:
     if getattr(encoder, "level", "recording") != "causal":
         raise ValueError(
             "streaming needs an audio encoder with level: causal (this one takes each recording's "
-            "level from the whole recording)"
+            "level from the whole recording); train one with the streaming_cpu recipe, e.g. "
+            "mmchunk demo --config streaming_cpu"
         )
     if not all(isinstance(block.mixer, GatedRecurrence) for block in encoder.mixing):
         raise ValueError(
