@@ -256,7 +256,7 @@ class ChunkFusionModel(nn.Module):
             bucket, sequence = word_buckets(text.values, text.cu_seqlens, self.word_table, logits.shape[1])
             losses["words"] = bag_of_words_loss(logits, bucket, sequence)
         total = losses["contrastive"]
-        if batch >= 2:
+        if batch >= 2 and self.weights["match"] > 0:  # weight 0: no fusion pass in training
             negatives = hardest_negatives(emb["audio"] @ emb["text"].T)
             own = torch.arange(batch, device=negatives.device)
             # the first B pairs are true, the next B pair each audio with its hardest wrong text

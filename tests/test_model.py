@@ -424,6 +424,22 @@ def test_fusion_model_trains_every_part():
     assert model.targets["audio"] == pytest.approx(50 / 6)
 
 
+def test_match_weight_zero_skips_the_fusion_pass():
+    """The demo recipe's setting: no matching loss, and no fusion stack run in training."""
+    torch.manual_seed(0)
+    small = {m: {"depth": 1} for m in ("audio", "text")}
+    model = ChunkFusionModel(dim=32, embed_dim=16, main_depth=1, heads=2, encoders=small, match_weight=0.0)
+    batch = tiny_batch()
+    out = model({"audio": batch["audio"], "text": batch["text"]})
+    assert "match" not in out.losses
+    parts = sum(v for k, v in out.losses.items() if k == "contrastive")
+    parts = parts + sum(0.03 * v for k, v in out.losses.items() if k.startswith("ratio"))
+    parts = parts + sum(0.1 * v for k, v in out.losses.items() if k.startswith("predict"))
+    torch.testing.assert_close(out.loss, parts)
+    out.loss.backward()
+    assert model.fusion[0].mixer.qkv.weight.grad is None
+
+
 def test_ctc_weight_adds_a_byte_ctc_loss_that_trains_the_hierarchy():
     torch.manual_seed(0)
     small = {m: {"depth": 1} for m in ("audio", "text")}
