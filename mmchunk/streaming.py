@@ -8,9 +8,9 @@ and the routing windows' prefix sums. The boundaries are those of the whole reco
 stem with `level: causal`, recurrent mixing, and no routing centring for audio.
 
 Latency: a chunk is emitted once the frame that opens the next one has been routed, which needs
-the audio up to `context + window − 1` frames past that frame plus half an analysis window
-(`latency_s`): 40 ms frames, `context: 1`, routing window 2 and 60 ms windows give 130 ms
-(2 frames, and the 50 ms from a frame's start to its window's end).
+the audio up to `context + window − 1` frames past that frame, and then to the end of the last
+one's analysis window (`latency_s`): 40 ms frames, `context: 1`, routing window 2 and 60 ms
+windows give 130 ms (2 frames, and the 50 ms from a frame's start to its window's end).
 """
 
 from __future__ import annotations
