@@ -14,6 +14,7 @@ from mmchunk.data.decode import (
     AUDIO_EXTS,
     TEXT_EXTS,
     VIDEO_EXTS,
+    DecodeError,
     decode_audio,
     decode_container_audio,
     decode_text,
@@ -111,7 +112,10 @@ def segment_file(
                 chunks = audio_chunks(starts, frames, length, encoder.hop, encoder.sample_rate)
             seconds = length / encoder.sample_rate
             return _report(path, label, {"audio": frames}, {"audio": len(chunks)}, chunks, seconds, windows)
-    inputs, duration = read_inputs(path, model)
+    try:
+        inputs, duration = read_inputs(path, model)
+    except DecodeError as exc:
+        raise DecodeError(f"{path}: {exc}") from None
     chunks, tokens, counts = [], {}, {}
     for modality, x in inputs.items():
         with torch.no_grad():

@@ -24,6 +24,7 @@ from einops import rearrange
 from torch import Tensor
 
 from mmchunk.chunkspace import MODALITY_IDS
+from mmchunk.data.decode import DecodeError
 from mmchunk.encoders.audio import MEL_FLOOR
 from mmchunk.kernels import ema_scan
 from mmchunk.layers import GatedRecurrence, MixerStack
@@ -70,6 +71,8 @@ class StreamingSegmenter:
             raise ValueError(
                 f"StreamingSegmenter.feed: a block is [n] mono samples, got {tuple(block.shape)}"
             )
+        if not torch.isfinite(block).all():
+            raise DecodeError("audio contains NaN or infinite samples")
         self.samples = torch.cat([self.samples, block.float()])
         self.received += block.numel()
         end = self.sample_base + self.samples.numel()
@@ -233,8 +236,12 @@ def stream_file(path: str | Path, checkpoint: str | Path | None, block_s: float 
     """The chunks of an audio file read in blocks of `block_s` seconds (as a microphone would
     deliver them) through a `StreamingSegmenter`, each as soon as it closes."""
     from mmchunk.checkpoint import load_model
-    from mmchunk.longform import read_blocks
+    from mmchunk.longform import audio_length, read_blocks
 
     model, _ = load_model(checkpoint)
     segmenter = StreamingSegmenter(model)
-    yield from segmenter.stream(read_blocks(path, segmenter.rate, block_s))
+    audio_length(path, segmenter.rate)  # an empty or unreadable file: one line naming it
+    try:
+        yield from segmenter.stream(read_blocks(path, segmenter.rate, block_s))
+    except DecodeError as exc:
+        raise DecodeError(f"{path}: {exc}") from None

@@ -164,3 +164,15 @@ def test_segment_stream_command(tmp_path, monkeypatch, capsys):
     assert "level: causal" in capsys.readouterr().err
     assert main(["segment", str(path), "--stream", "--plot", str(tmp_path / "p.png")]) == 2
     assert "leave out --stream" in capsys.readouterr().err
+    monkeypatch.setattr(mmchunk.checkpoint, "load_model", lambda checkpoint: (model, "test"))
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00garbage")
+    bad = wave.clone()
+    bad[5000] = float("nan")
+    soundfile.write(tmp_path / "nan.wav", bad.numpy(), RATE, subtype="FLOAT")
+    for name, reason in [("empty", "the file is empty"), ("broken", "unreadable audio"),
+                         ("nan", "NaN or infinite samples")]:  # fmt: skip
+        for stream in (["--stream"], []):  # streamed and in one pass: the same one line
+            assert main(["segment", str(tmp_path / f"{name}.wav"), *stream]) == 2
+            err = capsys.readouterr().err
+            assert f"{tmp_path / name}.wav: " in err and reason in err and err.count("\n") == 1
