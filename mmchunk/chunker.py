@@ -44,13 +44,12 @@ class ChunkerOutput:
 @dataclass
 class ChunkerState:
     """The chunker's state per sequence for the step path: the last token's routing key `key
-    [B, D]`, `started [B]` bool, dechunk's smoothed chunk `smoothed [B, D]` (the EMA after the
-    last chunk) and the chunks opened so far `chunks [B]` int64."""
+    [B, D]`, `started [B]` bool and dechunk's smoothed chunk `smoothed [B, D]` (the EMA after the
+    last chunk)."""
 
     key: Tensor
     started: Tensor
     smoothed: Tensor
-    chunks: Tensor
 
 
 def straight_through_ones(x: Tensor) -> Tensor:
@@ -248,9 +247,7 @@ class DynamicChunker(nn.Module):
         self._check_causal()
         zeros = like.new_zeros(batch, self.dim)
         flags = torch.zeros(batch, dtype=torch.bool, device=like.device)
-        return ChunkerState(
-            zeros, flags, zeros.clone(), torch.zeros(batch, dtype=torch.long, device=like.device)
-        )
+        return ChunkerState(zeros, flags, zeros.clone())
 
     def prefill(self, x: Ragged, z: Tensor, out: ChunkerOutput) -> tuple[Tensor, ChunkerState]:
         """Dechunk the main network's output `z [C, D]` for the routed `x [T, D]` (`out` = this
@@ -263,7 +260,6 @@ class DynamicChunker(nn.Module):
             last_rows(key, x.cu_seqlens),
             lengths > 0,
             last_rows(smoothed, out.chunks.cu_seqlens),
-            (out.chunks.cu_seqlens[1:] - out.chunks.cu_seqlens[:-1]).long(),
         )
         return self.upsample(smoothed, out), state
 
@@ -294,5 +290,5 @@ class DynamicChunker(nn.Module):
         opened = probs[:, None] * z + (1.0 - probs[:, None]) * state.smoothed
         smoothed = torch.where(boundary[:, None], opened, state.smoothed)
         key = x if self.every_token else self.k_proj(x)
-        new = ChunkerState(key, torch.ones_like(state.started), smoothed, state.chunks + boundary.long())
+        new = ChunkerState(key, torch.ones_like(state.started), smoothed)
         return smoothed + self.residual_proj(x), keep_inactive(active, new, state)

@@ -132,6 +132,28 @@ class GatedRecurrence(nn.Module):
         new = RecurrentState(h, torch.ones_like(state.started))
         return self.out_proj(h * F.silu(out_gate)), keep_inactive(active, new, state)
 
+    def extend(self, x: Tensor, state: RecurrentState) -> tuple[Tensor, RecurrentState]:
+        """The next tokens `x [n, D]` of one sequence (`state` of batch 1): `[n, D]` and the state
+        after them, as `forward` over the whole sequence would give (a stream's blocks)."""
+        candidate, gate_logit, out_gate = self.in_proj(x).chunk(3, dim=-1)
+        rate = torch.sigmoid(gate_logit)
+        rate = torch.cat([rate[:1].masked_fill(~state.started[:, None], 1.0), rate[1:]])
+        h = continue_scan(candidate, rate, state.h)
+        return self.out_proj(h * F.silu(out_gate)), RecurrentState(h[-1:], torch.ones_like(state.started))
+
+
+def continue_scan(x: Tensor, rate: Tensor, h: Tensor) -> Tensor:
+    """`h_t = rate_t·x_t + (1 − rate_t)·h_{t−1}` over `x [n, D]` from `h [1, D]`: one `addcmul` per
+    step for a few steps (a stream's usual block), `ema_scan` with `h` prepended for more."""
+    if x.shape[0] > 8:
+        cu = torch.tensor([0, x.shape[0] + 1], dtype=torch.int32, device=x.device)
+        return ema_scan(torch.cat([h, x]), torch.cat([torch.ones_like(rate[:1]), rate]), cu)[1:]
+    rows = []
+    for t in range(x.shape[0]):
+        h = torch.addcmul(rate[t : t + 1] * x[t : t + 1], 1.0 - rate[t : t + 1], h)
+        rows.append(h)
+    return torch.cat(rows)
+
 
 class Attention(nn.Module):
     """Multi-head attention within each sequence (`window=None`: global; `window=w`: ±w tokens;
@@ -260,8 +282,15 @@ class MixerBlock(nn.Module):
     def step(self, x: Tensor, state, active: Tensor | None = None) -> tuple[Tensor, RecurrentState | KVCache]:
         """One token per sequence: `x [B, D]` → `[B, D]`."""
         mixed, state = self.mixer.step(self.norm1(x), state, active)
-        h = x + mixed
-        return h + self.mlp(self.norm2(h)), state
+        return self._feed_forward(x + mixed), state
+
+    def extend(self, x: Tensor, state: RecurrentState) -> tuple[Tensor, RecurrentState]:
+        """The next tokens `x [n, D]` of one sequence after `state` (recurrent mixer only)."""
+        mixed, state = self.mixer.extend(self.norm1(x), state)
+        return self._feed_forward(x + mixed), state
+
+    def _feed_forward(self, h: Tensor) -> Tensor:
+        return h + self.mlp(self.norm2(h))
 
 
 class MixerStack(nn.Sequential):
@@ -298,5 +327,14 @@ class MixerStack(nn.Sequential):
         new = []
         for block, state in zip(self, states):
             x, state = block.step(x, state, active)
+            new.append(state)
+        return x, new
+
+    def extend(self, x: Tensor, states: list) -> tuple[Tensor, list]:
+        """The next tokens `x [n, D]` of one sequence through every block (recurrent mixers only),
+        continuing from `states` (`init_state(1, ...)` at the sequence's start)."""
+        new = []
+        for block, state in zip(self, states):
+            x, state = block.extend(x, state)
             new.append(state)
         return x, new

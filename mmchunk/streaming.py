@@ -26,8 +26,7 @@ from torch import Tensor
 from mmchunk.chunkspace import MODALITY_IDS
 from mmchunk.data.decode import DecodeError
 from mmchunk.encoders.audio import MEL_FLOOR
-from mmchunk.kernels import ema_scan
-from mmchunk.layers import GatedRecurrence, MixerStack
+from mmchunk.layers import GatedRecurrence
 from mmchunk.model import ChunkFusionModel
 
 
@@ -53,7 +52,7 @@ class StreamingSegmenter:
         self.samples, self.sample_base = torch.zeros(self.left), -self.left  # absolute index of samples[0]
         self.sums: dict[str, Tensor] = {}  # running float64 sums of the causal level
         self.feats, self.feat_base = torch.zeros(0, encoder.fbank.shape[1]), 0  # stem features
-        self.mixer_state: list | None = None
+        self.mixer_state = encoder.mixing.init_state(1, 0, self.bias)
         self.mixed = 0  # frames through projection and mixing
         self.prefix, self.prefix_base = torch.zeros(1, encoder.dim, dtype=torch.float64), 0
         self.routed, self.last_key, self.chunk_start = 0, None, 0
@@ -136,7 +135,7 @@ class StreamingSegmenter:
         index = torch.arange(self.mixed, upto)[:, None] + torch.arange(-self.context, self.context + 1)
         rows = self.feats[index.clamp(min=0, max=last) - self.feat_base]
         x = self.encoder.norm(self.encoder.proj(rearrange(rows, "f k c -> f (k c)")))
-        hidden, self.mixer_state = extend(self.encoder.mixing, x, self.mixer_state)
+        hidden, self.mixer_state = self.encoder.mixing.extend(x, self.mixer_state)
         prefix = torch.cat([self.prefix[-1:], (hidden + self.bias).double()]).cumsum(0)[1:]
         self.prefix = torch.cat([self.prefix, prefix])
         self.mixed = upto
@@ -197,39 +196,6 @@ def check_causal(model: ChunkFusionModel) -> None:
         raise ValueError(
             "streaming cannot centre the audio routing input (the mean spans the whole recording)"
         )
-
-
-def extend(stack: MixerStack, x: Tensor, states: list | None) -> tuple[Tensor, list]:
-    """Run the recurrent blocks of `stack` over `x [n, D]`, the next frames of one stream,
-    continuing from `states` (None: the stream's start)."""
-    new = []
-    for i, block in enumerate(stack):
-        mixer: GatedRecurrence = block.mixer
-        state = None if states is None else states[i]
-        h_in = block.norm1(x)
-        candidate, gate_logit, out_gate = mixer.in_proj(h_in).chunk(3, dim=-1)
-        rate = torch.sigmoid(gate_logit)
-        if state is None:
-            state, rate = torch.zeros_like(candidate[:1]), torch.cat([torch.ones_like(rate[:1]), rate[1:]])
-        h = continue_scan(candidate, rate, state)
-        mixed = mixer.out_proj(h * F.silu(out_gate))
-        mid = x + mixed
-        x = mid + block.mlp(block.norm2(mid))
-        new.append(h[-1:])
-    return x, new
-
-
-def continue_scan(x: Tensor, rate: Tensor, h: Tensor) -> Tensor:
-    """`h_t = rate_t·x_t + (1 − rate_t)·h_{t−1}` over `x [n, D]` from `h [1, D]`: one `addcmul` per
-    step for a few steps (a stream's usual block), `ema_scan` with `h` prepended for more."""
-    if x.shape[0] > 8:
-        cu = torch.tensor([0, x.shape[0] + 1], dtype=torch.int32)
-        return ema_scan(torch.cat([h, x]), torch.cat([torch.ones_like(rate[:1]), rate]), cu)[1:]
-    rows = []
-    for t in range(x.shape[0]):
-        h = torch.addcmul(rate[t : t + 1] * x[t : t + 1], 1.0 - rate[t : t + 1], h)
-        rows.append(h)
-    return torch.cat(rows)
 
 
 def stream_file(path: str | Path, checkpoint: str | Path | None, block_s: float = 0.02) -> Iterator[dict]:

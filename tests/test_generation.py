@@ -181,3 +181,18 @@ def test_hashhop_decoding_by_generate_matches_the_reference_loop():
     for got, context, n in zip(decoded, contexts, lengths):
         reference = answer(lm, context, n + 2)
         assert got[: n + 2] == reference
+
+
+def test_recurrent_stack_extends_one_sequence_piece_by_piece():
+    """`MixerStack.extend` over a sequence cut into pieces of 1, 3 and 20 tokens (both the
+    addcmul path and the scan path) gives `forward` over the whole sequence."""
+    torch.manual_seed(0)
+    stack = MixerStack(16, 2, "recurrent").eval()
+    x = torch.randn(40, 16)
+    with torch.no_grad():
+        full = stack(Ragged.from_list([x])).values
+        state, pieces = stack.init_state(1, 0, x), []
+        for start, stop in [(0, 1), (1, 4), (4, 24), (24, 40)]:
+            y, state = stack.extend(x[start:stop], state)
+            pieces.append(y)
+    torch.testing.assert_close(torch.cat(pieces), full, atol=1e-5, rtol=0)
