@@ -44,6 +44,8 @@ def replacing_shards(out: str | Path, overwrite: bool = True) -> Iterator[Path]:
     left exactly as it was, as it is when nothing was staged. Without `overwrite`, an `out` that
     holds shards is refused up front."""
     out = Path(out).absolute()
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} is a file, not a folder for shards")
     existing = [p for p in shard_files(out) if p.suffix == ".tar"]
     if existing and not overwrite:
         raise ValueError(f"{out} already holds shards ({existing[0]}); pass --overwrite to replace them")

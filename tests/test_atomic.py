@@ -64,6 +64,13 @@ def test_missing_output_is_not_created_on_failure(tmp_path):
     assert snapshot(tmp_path) == {} and [p.name for p in tmp_path.iterdir()] == ["a"]
 
 
+def test_a_file_in_the_way_is_refused_before_any_work(tmp_path):
+    (tmp_path / "out").write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match="is a file"), replacing_shards(tmp_path / "out"):
+        pytest.fail("the block must not run")
+    assert snapshot(tmp_path) == {"out": b"not a folder"}
+
+
 def test_failed_synthesis_keeps_the_old_corpus(tmp_path, monkeypatch):
     """The issue's row 1 for `data synth`: a run that dies midway changes no byte of the corpus."""
     out = tmp_path / "corpus"
