@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmchunk.kernels import boundary_probs, ema_scan, segment_reduce, seq_lengths
+from mmchunk.kernels import boundary_probs, ema_scan, segment_reduce, seq_lengths, sequence_starts
 from mmchunk.ragged import Ragged
 from mmchunk.ragged_ops import window_means
 from mmchunk.stepping import keep_inactive, last_rows
@@ -184,11 +184,27 @@ class DynamicChunker(nn.Module):
         k = q if self.k_proj is self.q_proj and h_k is h_q else self.k_proj(h_k)
         return boundary_probs(q, k, x.cu_seqlens, backend=self.backend)
 
-    def forward(self, x: Ragged) -> ChunkerOutput:
-        """Route and downsample `x [T, D]` into chunks `[C, D]`."""
+    def forward(self, x: Ragged, boundaries: Tensor | None = None) -> ChunkerOutput:
+        """Route and downsample `x [T, D]` into chunks `[C, D]`.
+
+        `boundaries [T]` bool imposes the chunks instead of routing (a baseline segmentation,
+        `mmchunk.segmentation`): `p = 1` where a chunk opens, 0 elsewhere, so dechunk neither smooths
+        nor scales, and nothing trains the routing; every sequence's first token opens a chunk.
+        """
         if x.values.dim() != 2 or x.values.shape[1] != self.dim:
             raise ValueError(f"DynamicChunker: expected values [T, {self.dim}], got {tuple(x.values.shape)}")
-        probs = x.values.new_ones(x.num_tokens) if self.every_token else self.routing(x)
+        if boundaries is not None:
+            if boundaries.shape != (x.num_tokens,) or boundaries.dtype != torch.bool:
+                raise ValueError(
+                    f"DynamicChunker: imposed boundaries must be [{x.num_tokens}] bool, got "
+                    f"{tuple(boundaries.shape)} {boundaries.dtype}"
+                )
+            opened = boundaries | sequence_starts(x.cu_seqlens, x.num_tokens)
+            probs = opened.to(x.values.dtype)
+        elif self.every_token:
+            probs = x.values.new_ones(x.num_tokens)
+        else:
+            probs = self.routing(x)
         boundary_mask = probs > 0.5
         counts = F.pad(boundary_mask.cumsum(0), (1, 0))
         chunk_index = counts[1:] - 1

@@ -115,16 +115,6 @@ class ValidationAccumulator:
         return scores
 
 
-def energy_vad_boundaries(wave: Tensor, sample_rate: int) -> list[float]:
-    """Heuristic baseline for audio: boundaries at the edges of the silences an energy VAD finds
-    (every 10 ms frame under −50 dBFS for ≥ 100 ms), the clip's own start and end left out."""
-    from mmchunk.data.energy import silent_intervals
-
-    duration = wave.numel() / sample_rate
-    edges = [t for span in silent_intervals(wave.double().numpy(), sample_rate) for t in span]
-    return sorted({round(t, 4) for t in edges if 0.0 < t < duration})
-
-
 def frame_difference_keep(frames: Tensor, tau: float = 0.1) -> Tensor:
     """Heuristic baseline for video (RLT): keep frame `i` when the mean absolute difference of its
     pixels in [0, 1] to frame `i−1` reaches `tau`; the first frame is always kept. `[F]` bool."""

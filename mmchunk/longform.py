@@ -185,6 +185,11 @@ def windowed_routing(
             "a causal audio encoder (level: causal) chunks long recordings with mmchunk.streaming, "
             "not in windows"
         )
+    if "audio" in model.segmentation:
+        raise ValueError(
+            "long recordings are chunked in windows by the learned routing only (this model "
+            "has a baseline audio segmentation)"
+        )
     encoder = model.encoders["audio"]
     center = model.chunker.routing_center
     if center is not None and MODALITY_IDS["audio"] < len(center) and bool(center[MODALITY_IDS["audio"]]):

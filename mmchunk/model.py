@@ -36,6 +36,7 @@ from mmchunk.losses import (
 )
 from mmchunk.ragged import Ragged
 from mmchunk.ragged_ops import mean_pool, select_rows, take_sequences
+from mmchunk.segmentation import BaselineSegmentation
 
 
 @dataclass
@@ -73,7 +74,10 @@ class ChunkFusionModel(nn.Module):
     (`byte_ctc_loss`: no timings);
     word_weight > 0 adds a bag-of-words loss: the pooled audio chunks predict which of `word_buckets`
     hashed words the paired transcript holds (`bag_of_words_loss`: no timings, no word order);
-    chunking=False runs the same network on every encoder token (the fixed-rate baseline).
+    chunking=False runs the same network on every encoder token (the fixed-rate baseline);
+    segmentation: per modality, a baseline rule in place of the learned routing
+    (`BaselineSegmentation` keywords, e.g. `{"audio": {"rule": "fixed", "frames_per_chunk": 3.7}}`):
+    the same network at a chosen compression, for comparison.
     """
 
     def __init__(
@@ -102,6 +106,7 @@ class ChunkFusionModel(nn.Module):
         ctc_weight: float = 0.0,
         word_weight: float = 0.0,
         word_buckets: int = 4096,
+        segmentation: Mapping[str, dict] | None = None,
     ) -> None:
         super().__init__()
         self.ratio_per_sequence = ratio_per_sequence
@@ -118,6 +123,12 @@ class ChunkFusionModel(nn.Module):
                 raise ValueError(
                     f"{name}: unknown modality {unknown[0]!r} (known: {', '.join(MODALITY_IDS)})"
                 )
+        self.segmentation = {m: BaselineSegmentation(**kw) for m, kw in (segmentation or {}).items()}
+        for m, rule in self.segmentation.items():
+            if m not in self.encoders:
+                raise ValueError(f"segmentation: no {m!r} encoder (encoders: {', '.join(self.encoders)})")
+            if rule.rule.endswith("_vad") and m != "audio":
+                raise ValueError(f"segmentation: the {rule.rule} rule reads a waveform: audio only")
         ids = sorted(MODALITY_IDS, key=MODALITY_IDS.get)
         self.chunker = DynamicChunker(
             dim, pooling="mean", num_modalities=len(MODALITY_IDS), tied_routing=True,
@@ -174,20 +185,14 @@ class ChunkFusionModel(nn.Module):
             if x is None or m not in self.encoders or x.num_tokens == 0:
                 continue
             feats = self.encoders[m](x)
-            tagged = Ragged(
-                feats.values,
-                feats.cu_seqlens,
-                t_start=feats.t_start,
-                t_end=feats.t_end,
-                modality=torch.full((feats.num_tokens,), MODALITY_IDS[m], device=feats.values.device),
-            )
-            routed = self.chunker(tagged)
+            routed = self.route(m, x, feats)
             mixed, inner = self.main(routed.chunks)
             chunks[m], routing[m] = mixed, routed
             if (balance := self.main.aux_loss()) is not None:
                 losses[f"moe_{m}"] = balance
             cu = feats.cu_seqlens if self.ratio_per_sequence else None
-            losses[f"ratio_{m}"] = ratio_loss(routed.boundary_mask, routed.probs, self.targets[m], cu)
+            if m not in self.segmentation:
+                losses[f"ratio_{m}"] = ratio_loss(routed.boundary_mask, routed.probs, self.targets[m], cu)
             if inner is not None:
                 routing[f"{m}_stage2"] = inner
                 inner_cu = routed.chunks.cu_seqlens if self.ratio_per_sequence else None
@@ -201,6 +206,23 @@ class ChunkFusionModel(nn.Module):
                 log_probs = self.ctc_head(tokens).log_softmax(-1)
                 losses["ctc"] = byte_ctc_loss(log_probs, feats.cu_seqlens, text.values, text.cu_seqlens)
         return chunks, routing, losses
+
+    def route(self, m: str, raw: Ragged, feats: Ragged) -> ChunkerOutput:
+        """Modality `m`'s encoder tokens `feats [T, D]` (from the input `raw`) through the shared
+        chunker, tagged with the modality; the boundaries are the baseline rule's where `m` has one
+        (`segmentation`; the VAD rules read the waveforms in `raw`)."""
+        tagged = Ragged(
+            feats.values,
+            feats.cu_seqlens,
+            t_start=feats.t_start,
+            t_end=feats.t_end,
+            modality=torch.full((feats.num_tokens,), MODALITY_IDS[m], device=feats.values.device),
+        )
+        imposed = None
+        if m in self.segmentation:
+            rate = getattr(self.encoders[m], "sample_rate", None)
+            imposed = self.segmentation[m].boundaries(feats, raw, rate).to(feats.values.device)
+        return self.chunker(tagged, imposed)
 
     def _next_feature_loss(self, m: str, tokens: Tensor, feats: Ragged) -> Tensor:
         """Cosine loss of predicting token t+1's encoder feature from the dechunked output `tokens

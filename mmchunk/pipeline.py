@@ -21,9 +21,10 @@ from mmchunk.checkpoint import load_module
 from mmchunk.data import DataConfig, Sample, make_dataset
 from mmchunk.data.synth import synth_corpus
 from mmchunk.eval.robustness import SHORT, condition_transform
-from mmchunk.evaluation import ValidationAccumulator, energy_vad_boundaries, frame_difference_keep
+from mmchunk.evaluation import ValidationAccumulator, frame_difference_keep
 from mmchunk.metrics import boundary_scores
 from mmchunk.training import AudioTextModule, run_fit, validate_batch
+from mmchunk.vad import vad_baselines
 
 RECIPE = "demo_cpu"  # the built-in recipe the demo trains
 SUMMARY_KEYS = (
@@ -33,18 +34,6 @@ SUMMARY_KEYS = (
     "baseline_compression_video", "static_boundary_fraction", "static_time_fraction", "seconds_synth",
     "seconds_train", "seconds_eval",
 )  # fmt: skip
-
-
-def vad_baselines() -> dict[str, Callable[[list[torch.Tensor], int], list[list[float]]]]:
-    """The heuristic audio boundary baselines by name, each mapping waveforms `[N_i]` to their
-    boundaries: edges of the energy VAD's and Silero VAD's speech/non-speech decisions (Silero runs
-    on all the waveforms as one batch)."""
-    from mmchunk.vad import silero_vad_boundaries_batch
-
-    def energy(waves: list[torch.Tensor], sample_rate: int) -> list[list[float]]:
-        return [energy_vad_boundaries(wave, sample_rate) for wave in waves]
-
-    return {"energy": energy, "silero": silero_vad_boundaries_batch}
 
 
 def evaluate(

@@ -9,7 +9,6 @@ import torch
 
 from mmchunk.atomic import atomic_write
 from mmchunk.checkpoint import load_model
-from mmchunk.chunkspace import MODALITY_IDS
 from mmchunk.data.decode import (
     AUDIO_EXTS,
     TEXT_EXTS,
@@ -120,9 +119,7 @@ def segment_file(
     for modality, x in inputs.items():
         with torch.no_grad():
             feats = model.encoders[modality](x)
-            tagged = Ragged(feats.values, feats.cu_seqlens, t_start=feats.t_start, t_end=feats.t_end,
-                            modality=torch.full((feats.num_tokens,), MODALITY_IDS[modality]))  # fmt: skip
-            routed = model.chunker(tagged)
+            routed = model.route(modality, x, feats)
         tokens[modality], counts[modality] = feats.num_tokens, routed.chunks.num_tokens
         if modality == "audio":
             starts = routed.boundary_mask.nonzero().squeeze(1)

@@ -196,6 +196,8 @@ def check_causal(model: ChunkFusionModel) -> None:
         raise ValueError(
             "streaming cannot centre the audio routing input (the mean spans the whole recording)"
         )
+    if "audio" in model.segmentation:
+        raise ValueError("streaming runs the learned routing; this model has a baseline audio segmentation")
 
 
 def stream_file(path: str | Path, checkpoint: str | Path | None, block_s: float = 0.02) -> Iterator[dict]:

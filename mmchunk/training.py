@@ -72,6 +72,9 @@ class AudioTextModule(L.LightningModule):
         ctc_weight: weight of a byte CTC loss of the audio against the transcript (0: off).
         word_weight: weight of the bag-of-words loss of the pooled audio (0: off).
         word_buckets: hash buckets of the bag-of-words loss.
+        segmentation: per modality, a baseline rule in place of learned routing, e.g.
+            {audio: {rule: fixed, frames_per_chunk: 3.7}} (rules: fixed, random, energy_vad,
+            silero_vad; `mmchunk.segmentation`); null: learned everywhere.
         lr: peak learning rate.
         weight_decay: AdamW weight decay.
         warmup_steps: steps of linear warm-up.
@@ -103,6 +106,7 @@ class AudioTextModule(L.LightningModule):
         ctc_weight: float = 0.0,
         word_weight: float = 0.0,
         word_buckets: int = 4096,
+        segmentation: dict[str, dict] | None = None,
         lr: float = 5e-4,
         weight_decay: float = 0.01,
         warmup_steps: int = 20,
@@ -117,7 +121,7 @@ class AudioTextModule(L.LightningModule):
             outer_mixer=outer_mixer, stages=stages, inner_ratio=inner_ratio, moe=moe,
             backbone=backbone, hrm=hrm, ratio_per_sequence=ratio_per_sequence,
             routing_windows=routing_windows, routing_center=routing_center or (), ctc_weight=ctc_weight,
-            word_weight=word_weight, word_buckets=word_buckets,
+            word_weight=word_weight, word_buckets=word_buckets, segmentation=segmentation,
         )  # fmt: skip
         self.validation = ValidationAccumulator(self.model.token_periods)
         self.loader_epoch_offset = 0  # Lightning's epoch count minus the loader's (see on_load_checkpoint)

@@ -1,4 +1,5 @@
-"""Silero VAD baseline: speech spans and speech/non-speech edge boundaries from silero-vad's bundled model."""
+"""VAD baselines: speech/non-speech edge boundaries of an energy VAD and of Silero VAD (silero-vad's
+bundled model, its speech spans)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import functools
 import math
 import threading
 import warnings
+from collections.abc import Callable
 
 import torch
 import torchaudio
 from torch import Tensor
+
+from mmchunk.data.energy import silent_intervals
 
 SILERO_RATES = (8000, 16000)
 """The rates silero's model runs at natively; any other rate is resampled to 16 kHz first."""
@@ -136,7 +140,7 @@ def _edges(spans: list[list[float]], duration: float) -> list[float]:
 def silero_vad_boundaries(wave: Tensor, sample_rate: int, **kwargs: float) -> list[float]:
     """Heuristic baseline for audio: boundaries (s) at the edges of Silero VAD's speech spans of a
     mono waveform `[N]`, rounded to 4 decimals, sorted, unique, strictly inside (0, duration): the
-    convention of `mmchunk.evaluation.energy_vad_boundaries`. `kwargs` go to `silero_speech_spans`."""
+    convention of `energy_vad_boundaries`. `kwargs` go to `silero_speech_spans`."""
     return _edges(silero_speech_spans(wave, sample_rate, **kwargs), wave.numel() / sample_rate)
 
 
@@ -144,3 +148,22 @@ def silero_vad_boundaries_batch(waves: list[Tensor], sample_rate: int, **kwargs:
     """`silero_vad_boundaries` of each waveform `[N_i]`, the model running on all of them as one batch."""
     spans = silero_speech_spans_batch(waves, sample_rate, **kwargs)
     return [_edges(s, w.numel() / sample_rate) for s, w in zip(spans, waves)]
+
+
+def energy_vad_boundaries(wave: Tensor, sample_rate: int) -> list[float]:
+    """Heuristic baseline for audio: boundaries at the edges of the silences an energy VAD finds
+    (every 10 ms frame under −50 dBFS for ≥ 100 ms), the clip's own start and end left out."""
+    duration = wave.numel() / sample_rate
+    edges = [t for span in silent_intervals(wave.double().numpy(), sample_rate) for t in span]
+    return sorted({round(t, 4) for t in edges if 0.0 < t < duration})
+
+
+def vad_baselines() -> dict[str, Callable[[list[Tensor], int], list[list[float]]]]:
+    """The VAD boundary baselines by name, each mapping waveforms `[N_i]` to their boundaries (s):
+    edges of the energy VAD's and Silero VAD's speech/non-speech decisions (Silero runs on all the
+    waveforms as one batch)."""
+
+    def energy(waves: list[Tensor], sample_rate: int) -> list[list[float]]:
+        return [energy_vad_boundaries(wave, sample_rate) for wave in waves]
+
+    return {"energy": energy, "silero": silero_vad_boundaries_batch}

@@ -116,3 +116,27 @@ def test_formats_benchmark(tmp_path):
     bad = subprocess.run([sys.executable, str(BENCH / "formats.py"), str(tmp_path / "nope.wav")],
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "no such file" in bad.stderr
+
+
+def test_segmentation_benchmark(trained, tmp_path):
+    """Learned against fixed-stride and VAD-edge segmentations, 2 steps each; a second run trains nothing."""
+    data, ckpt = trained
+    tiny = ["--", "--model.dim", "32", "--model.embed_dim", "16", "--model.heads", "2", "--model.main_depth",
+            "1", "--data.max_samples", "4", "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    args = ["--data", str(data), "--out", str(tmp_path), "--steps", "2", "--reps", "1",
+            "--learned", str(ckpt), "--rules", "fixed,energy_vad", *tiny]  # fmt: skip
+    out = run("segmentation.py", *args)
+    rows = {
+        line.split()[0]: line.split()
+        for line in out.splitlines()
+        if line.split()[:1] in (["learned"], ["fixed"], ["energy_vad"])
+    }
+    assert set(rows) == {"learned", "fixed", "energy_vad"}
+    learned_k, fixed_k = float(rows["learned"][1]), float(rows["fixed"][1])
+    assert abs(fixed_k - learned_k) <= 0.25 * learned_k  # fixed stride at the learned compression
+    assert (tmp_path / "fixed" / "model.ckpt").is_file() and (tmp_path / "segmentation.json").is_file()
+    again = run("segmentation.py", *args)
+    assert "fixed: using" in again and "energy_vad: using" in again
+    command = [sys.executable, str(BENCH / "segmentation.py"), "--data", str(data), "--rules", "stride"]
+    bad = subprocess.run(command, capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown rule 'stride'" in bad.stderr

@@ -124,7 +124,8 @@ def test_fit_rejects_impossible_chunk_rate(tmp_path, bad):
 
 
 def test_heuristic_baselines():
-    from mmchunk.evaluation import energy_vad_boundaries, frame_difference_keep
+    from mmchunk.evaluation import frame_difference_keep
+    from mmchunk.vad import energy_vad_boundaries
 
     rate = 16_000
     tone = 0.3 * torch.sin(torch.arange(rate // 2) * (2 * torch.pi * 300 / rate))

@@ -109,6 +109,12 @@ VIDEO_COLUMNS = (
 )  # fmt: skip
 
 
+def eval_config(module) -> DataConfig:
+    """Validation loader settings for a trained `AudioTextModule`: the video at its encoder's rate."""
+    encoders = module.model.encoders
+    return DataConfig(video_fps=encoders["video"].native_rate_hz if "video" in encoders else 25.0)
+
+
 def run_robustness(
     checkpoint: str | Path,
     data: str,
@@ -129,8 +135,7 @@ def run_robustness(
 
     names = parse_conditions(conditions)
     module = load_module(checkpoint)
-    config = config or DataConfig(video_fps=module.model.encoders["video"].native_rate_hz
-                                  if "video" in module.model.encoders else 25.0)  # fmt: skip
+    config = config or eval_config(module)
     results = {}
     with torch.no_grad():
         for name in tqdm(names, desc="conditions", unit="condition", disable=not progress):
