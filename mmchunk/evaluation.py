@@ -32,6 +32,14 @@ def fraction_inside(
     return inside, len(times)
 
 
+BOUNDARY_SCORES = (
+    ("audio", "words", "boundary", (20, 50)),
+    ("audio", "phones", "phone_boundary", (20,)),
+    ("audio_stage2", "words", "stage2_boundary", (20, 50)),
+)
+"""(routing scored, the JSON's reference spans, score prefix, tolerances in ms)."""
+
+
 class ValidationAccumulator:
     """Collects embeddings and chunk boundaries over validation batches; `compute()` scores them.
 
@@ -76,12 +84,23 @@ class ValidationAccumulator:
             self.speech_seconds += duration - sum(e - s for s, e in meta.get("silences", []))
         self.metas.extend(metas)
 
+    def _on_one_axis(self, routing: str, key: str) -> tuple[list[float], list[float]]:
+        """The boundary times of `routing` and the starts of the JSON's `key` spans (words, phones)
+        of every clip, the clips laid end to end 10 s apart (a match never crosses clips)."""
+        offset, predicted, reference = 0.0, [], []
+        for times, meta in zip(self.predicted.get(routing, []), self.metas):
+            predicted += [t + offset for t in times]
+            reference += [w["start"] + offset for w in meta.get(key, [])]
+            offset += float(meta["_seconds"]) + 10.0
+        return predicted, reference
+
     def compute(self) -> dict[str, float]:
         """Retrieval (a2t/t2a R@1/5/10, mAP@10; by the LAION-CLAP protocol when clips have several
         captions, `caption_retrieval_metrics`, with `captions_per_clip`), compression and chunk
         rate per modality, and where the data has the annotations (the built-in corpus; real
         datasets have none): the audio chunk rate per second of speech (outside the silences),
-        boundary P/R/F1/R-value at 20 and 50 ms against word onsets, and the share of audio boundaries
+        boundary P/R/F1/R-value at 20 and 50 ms against word onsets and at 20 ms against phone
+        onsets (`BOUNDARY_SCORES`; a second stage's against word onsets), and the share of audio boundaries
         inside silences (video: inside static spans, more than a token period from their edges)
         beside the share of time those spans take."""
         scores = caption_retrieval_metrics(torch.cat(self.audio), torch.cat(self.text), torch.cat(self.owner))
@@ -90,16 +109,12 @@ class ValidationAccumulator:
             scores[f"chunk_rate_{m}_hz"] = self.chunks[m] / max(self.seconds, 1e-9)
         if "audio" in self.chunks and any("silences" in meta for meta in self.metas):
             scores["chunk_rate_audio_speech_hz"] = self.chunks["audio"] / max(self.speech_seconds, 1e-9)
-        audio = self.predicted.get("audio", [])
-        offset, predicted, reference = 0.0, [], []
-        for times, meta in zip(audio, self.metas):
-            predicted += [t + offset for t in times]
-            reference += [w["start"] + offset for w in meta.get("words", [])]
-            offset += float(meta["_seconds"]) + 10.0
-        for tol in (20, 50) if reference else ():
-            s = boundary_scores(predicted, reference, tol / 1000)
-            for k in ("precision", "recall", "f1", "r_value"):
-                scores[f"boundary_{k}_{tol}ms"] = s[k]
+        for routing, key, prefix, tolerances in BOUNDARY_SCORES:
+            predicted, reference = self._on_one_axis(routing, key)
+            for tol in tolerances if reference else ():
+                s = boundary_scores(predicted, reference, tol / 1000)
+                for k in ("precision", "recall", "f1", "r_value"):
+                    scores[f"{prefix}_{k}_{tol}ms"] = s[k]
         for m, key, name in (("audio", "silences", "silence"), ("video", "static", "static")):
             if m not in self.predicted or not any(key in meta for meta in self.metas):
                 continue

@@ -29,7 +29,8 @@ from mmchunk.vad import vad_baselines
 RECIPE = "demo_cpu"  # the built-in recipe the demo trains
 SUMMARY_KEYS = (
     "a2t_R@1", "t2a_R@1", "a2t_mAP@10", "t2a_mAP@10", "boundary_f1_20ms", "boundary_f1_50ms",
-    "baseline_boundary_f1_50ms", "silero_boundary_f1_50ms", "compression_audio", "chunk_rate_audio_hz",
+    "boundary_r_value_50ms", "baseline_boundary_f1_50ms", "silero_boundary_f1_50ms", "phone_boundary_f1_20ms",
+    "compression_audio", "chunk_rate_audio_hz",
     "chunk_rate_audio_speech_hz", "silence_boundary_fraction", "silence_time_fraction", "compression_video",
     "baseline_compression_video", "static_boundary_fraction", "static_time_fraction", "seconds_synth",
     "seconds_train", "seconds_eval",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import pickle
@@ -95,6 +96,17 @@ def test_ground_truth_matches_the_signal():
     assert meta["silences"][0][0] == 0.0 and meta["silences"][-1][1] == meta["duration"]
     first = meta["words"][0]["start"]
     assert abs(first - meta["silences"][0][1]) < 0.05  # speech starts when the lead silence ends
+    phones = meta["phones"]  # espeak's phoneme events: contiguous within speech, pauses left out
+    assert len(phones) > 2 * len(meta["words"]) and all(
+        p["phone"] and not p["phone"].startswith("_") for p in phones
+    )
+    assert all(0 < p["start"] < p["end"] <= meta["duration"] for p in phones)
+    assert all(a["end"] <= b["start"] for a, b in itertools.pairwise(phones))
+    assert {w["start"] for w in meta["words"]} <= {
+        p["start"] for p in phones
+    }  # a word opens with its first phone
+    for start, end in meta["silences"]:  # no phone inside a silence
+        assert not any(start + 0.03 < p["start"] < end - 0.03 for p in phones)
     speech = wave[round(first * rate) : round(meta["words"][-1]["end"] * rate)]
     assert frame_rms(speech, rate).mean() > 10 ** (-30 / 20)
     frames, times, _ = decode_video(sample["mp4"], 25.0, (48, 64))

@@ -26,6 +26,27 @@ def test_fraction_inside_and_accumulator_scores():
     assert scores["a2t_R@1"] == 1.0 and scores["t2a_mAP@10"] == 1.0
 
 
+def test_accumulator_scores_boundaries_against_words_and_phones_by_hand():
+    from mmchunk.chunker import DynamicChunker
+    from mmchunk.ragged import Ragged
+
+    starts = torch.arange(50) * 0.04
+    x = Ragged.from_list([torch.randn(50, 4)], t_start=[starts], t_end=[starts + 0.04])
+    imposed = torch.zeros(50, dtype=torch.bool)
+    imposed[[10, 20, 30]] = True  # boundaries at 0.40, 0.80 and 1.20 s
+    routing = {"audio": DynamicChunker(4)(x, boundaries=imposed)}
+    meta = {"_seconds": 2.0, "words": [{"start": 0.41}, {"start": 1.5}],
+            "phones": [{"start": t} for t in (0.41, 0.60, 0.79, 1.5)]}  # fmt: skip
+    acc = ValidationAccumulator()
+    acc.update(torch.ones(1, 2), torch.ones(1, 2), routing, [meta])
+    scores = acc.compute()
+    assert scores["phone_boundary_precision_20ms"] == pytest.approx(2 / 3)  # 0.40↔0.41, 0.80↔0.79
+    assert scores["phone_boundary_recall_20ms"] == pytest.approx(2 / 4)
+    assert scores["phone_boundary_f1_20ms"] == pytest.approx(4 / 7)
+    assert scores["boundary_f1_20ms"] == scores["boundary_f1_50ms"] == pytest.approx(0.4)  # P 1/3, R 1/2
+    assert "phone_boundary_f1_50ms" not in scores and "stage2_boundary_f1_50ms" not in scores
+
+
 def test_fit_recipe_runs_and_saves_config(tmp_path):
     synth_corpus(
         tmp_path / "data", 8, video=True, seed=1, val_fraction=0.5, shard_size=4, workers=1, progress=False

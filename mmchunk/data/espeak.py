@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 AUDIO_OUTPUT_SYNCHRONOUS = 2
-EVENT_LIST_TERMINATED, EVENT_WORD = 0, 1
+EVENT_LIST_TERMINATED, EVENT_WORD, EVENT_PHONEME = 0, 1, 7
+INITIALIZE_PHONEME_EVENTS = 0x0001  # espeak_Initialize option: report phonemes too (the audio is the same)
 PARAM_RATE, PARAM_PITCH = 1, 3
 CHARS_UTF8, SSML = 1, 0x10
 
@@ -42,11 +43,14 @@ _CALLBACK = ctypes.CFUNCTYPE(
 
 @dataclass
 class Utterance:
-    """espeak's output: int16 PCM `[N]` at `sample_rate` and one (text offset, length, sample) per word."""
+    """espeak's output: int16 PCM `[N]` at `sample_rate`, one (text offset, length, sample) per word
+    and one (phoneme mnemonic, text offset, sample) per phoneme, pauses included (mnemonics starting
+    with `_`)."""
 
     pcm: np.ndarray
     sample_rate: int
     words: list[tuple[int, int, int]]
+    phonemes: list[tuple[str, int, int]]
 
 
 class Espeak:
@@ -74,11 +78,13 @@ class Espeak:
             ctypes.c_void_p, ctypes.c_void_p,
         ]  # fmt: skip
         data = espeakng_loader.get_data_path().encode()
-        self.sample_rate = self._lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, data, 0)
+        options = INITIALIZE_PHONEME_EVENTS
+        self.sample_rate = self._lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, data, options)
         if self.sample_rate <= 0:
             raise RuntimeError(f"espeak-ng failed to initialise with data at {data.decode()}")
         self._chunks: list[np.ndarray] = []
         self._words: list[tuple[int, int, int]] = []
+        self._phonemes: list[tuple[str, int, int]] = []
         self._callback = _CALLBACK(self._on_audio)
         self._lib.espeak_SetSynthCallback(self._callback)
 
@@ -97,6 +103,9 @@ class Espeak:
         while events[i].type != EVENT_LIST_TERMINATED:
             if events[i].type == EVENT_WORD:
                 self._words.append((events[i].text_position, events[i].length, events[i].sample))
+            elif events[i].type == EVENT_PHONEME:
+                name = events[i].id.string.split(b"\0")[0].decode("ascii", errors="replace")
+                self._phonemes.append((name, events[i].text_position, events[i].sample))
             i += 1
         return 0
 
@@ -137,17 +146,18 @@ class Espeak:
             self._lib.espeak_SetParameter(PARAM_RATE, rate, 0)
             self._lib.espeak_SetParameter(PARAM_PITCH, pitch, 0)
             self._lib.espeak_ng_SetRandSeed(seed)
-            self._chunks, self._words = [], []
+            self._chunks, self._words, self._phonemes = [], [], []
             text = ssml.encode() + b"\0"
             if self._lib.espeak_Synth(text, len(text), 0, 0, 0, CHARS_UTF8 | SSML, None, None) != 0:
                 raise RuntimeError(f"espeak-ng could not synthesize {ssml!r}")
             pcm = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-            return Utterance(pcm, self.sample_rate, list(self._words))
+            return Utterance(pcm, self.sample_rate, list(self._words), list(self._phonemes))
 
 
 def _encode(utterance: Utterance) -> bytes:
     """Utterance → one JSON header line + raw int16 samples (the child-to-parent message)."""
-    header = json.dumps({"rate": utterance.sample_rate, "words": utterance.words}).encode()
+    header = {"rate": utterance.sample_rate, "words": utterance.words, "phonemes": utterance.phonemes}
+    header = json.dumps(header).encode()
     return header + b"\n" + utterance.pcm.astype(np.int16).tobytes()
 
 
@@ -155,4 +165,5 @@ def _decode(payload: bytes) -> Utterance:
     header, _, pcm = payload.partition(b"\n")
     meta = json.loads(header)
     words = [tuple(w) for w in meta["words"]]
-    return Utterance(np.frombuffer(pcm, dtype=np.int16).copy(), meta["rate"], words)
+    phonemes = [tuple(p) for p in meta["phonemes"]]
+    return Utterance(np.frombuffer(pcm, dtype=np.int16).copy(), meta["rate"], words, phonemes)

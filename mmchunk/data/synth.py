@@ -55,6 +55,18 @@ def _word_end(wave: np.ndarray, start: float, limit: float) -> float:
     return round(min(start + (loud[-1] + 1) * 0.010, limit), 4) if len(loud) else round(start, 4)
 
 
+def _phone_spans(phonemes: list[tuple[str, int, int]], length: int, rate: int, lead: float) -> list[dict]:
+    """Phones `{"phone", "start", "end"}` (s, after `lead` seconds of silence) from espeak's phoneme
+    events at `rate`: each lasts until the next event (a phoneme or a pause) or the `length`-sample
+    end; the pauses themselves (mnemonics `_…`) are left out."""
+    ends = [sample for *_, sample in phonemes[1:]] + [length]
+    return [
+        {"phone": name, "start": round(sample / rate + lead, 4), "end": round(end / rate + lead, 4)}
+        for (name, _, sample), end in zip(phonemes, ends)
+        if not name.startswith("_") and end > sample
+    ]
+
+
 def synth_sample(
     seed: int, index: int, video: bool = False, realistic: bool = True
 ) -> tuple[str, dict[str, bytes]]:
@@ -79,6 +91,9 @@ def synth_sample(
     wave = np.concatenate([np.zeros(lead_n, np.float32), speech, np.zeros(trail_n, np.float32)])
     duration = len(wave) / SAMPLE_RATE
     onsets = {pos: sample / utterance.sample_rate + lead for pos, _, sample in utterance.words}
+    for name, pos, sample in reversed(utterance.phonemes):  # a word starts with its first phoneme
+        if not name.startswith("_") and pos in onsets:
+            onsets[pos] = sample / utterance.sample_rate + lead
     missing = [w for w, pos in words if pos not in onsets]
     if missing:
         raise RuntimeError(f"espeak-ng reported no word event for {missing} in {ssml!r}")
@@ -88,6 +103,7 @@ def synth_sample(
         {"word": w, "start": s, "end": _word_end(wave, s, lim)}
         for (w, _), s, lim in zip(words, starts, limits)
     ]
+    phones = _phone_spans(utterance.phonemes, len(utterance.pcm), utterance.sample_rate, lead)
     key = f"sample-{index:06d}"
     silences = silent_intervals(wave, SAMPLE_RATE)
     condition_rng = np.random.default_rng([seed, index, 1])
@@ -102,6 +118,7 @@ def synth_sample(
         "key": key,
         "text": " ".join(phrases),
         "words": timed,
+        "phones": phones,
         "silences": silences,
         "voice": voice,
         "rate": rate,
