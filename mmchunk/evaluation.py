@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
+from mmchunk.alignment import alignment_scores, even_word_starts
 from mmchunk.chunker import ChunkerOutput
 from mmchunk.metrics import boundary_scores, caption_retrieval_metrics
 
@@ -58,6 +59,7 @@ class ValidationAccumulator:
         self.seconds = 0.0
         self.speech_seconds = 0.0
         self.metas: list[dict] = []
+        self.word_starts: list[list[float] | None] = []
 
     def update(
         self,
@@ -66,9 +68,11 @@ class ValidationAccumulator:
         routing: dict[str, ChunkerOutput],
         metas: list[dict],
         owner: Tensor | None = None,
+        word_starts: list[list[float] | None] | None = None,
     ) -> None:
         """Add one batch: audio embeddings `[B, E]`, caption embeddings `[M, E]` with the batch index
-        of each caption's clip `owner [M]` (None: one caption per clip, in order)."""
+        of each caption's clip `owner [M]` (None: one caption per clip, in order), and the transcript
+        words' predicted start times per clip (None: no aligner; a clip's None: not placed)."""
         self.audio.append(audio_emb.detach().float().cpu())
         self.text.append(text_emb.detach().float().cpu())
         owner = torch.arange(audio_emb.shape[0]) if owner is None else owner.detach().cpu().long()
@@ -83,6 +87,8 @@ class ValidationAccumulator:
             self.seconds += duration
             self.speech_seconds += duration - sum(e - s for s, e in meta.get("silences", []))
         self.metas.extend(metas)
+        if word_starts is not None:
+            self.word_starts.extend(word_starts)
 
     def _on_one_axis(self, routing: str, key: str) -> tuple[list[float], list[float]]:
         """The boundary times of `routing` and the starts of the JSON's `key` spans (words, phones)
@@ -94,13 +100,26 @@ class ValidationAccumulator:
             offset += float(meta["_seconds"]) + 10.0
         return predicted, reference
 
+    def _alignment_scores(self) -> dict[str, float]:
+        """Word placement against the true word starts, where the data has them: the aligner's
+        (`align_*`, with a CTC head) and the evenly-spread rule's (`even_align_*`)."""
+        reference = [[w["start"] for w in meta.get("words", [])] for meta in self.metas]
+        if not any(reference):
+            return {}
+        even = [even_word_starts(str(meta.get("text", "")), float(meta["_seconds"])) for meta in self.metas]
+        scores = {f"even_{k}": v for k, v in alignment_scores(even, reference).items()}
+        if self.word_starts:
+            scores.update(alignment_scores(self.word_starts, reference))
+        return scores
+
     def compute(self) -> dict[str, float]:
         """Retrieval (a2t/t2a R@1/5/10, mAP@10; by the LAION-CLAP protocol when clips have several
         captions, `caption_retrieval_metrics`, with `captions_per_clip`), compression and chunk
         rate per modality, and where the data has the annotations (the built-in corpus; real
         datasets have none): the audio chunk rate per second of speech (outside the silences),
         boundary P/R/F1/R-value at 20 and 50 ms against word onsets and at 20 ms against phone
-        onsets (`BOUNDARY_SCORES`; a second stage's against word onsets), and the share of audio boundaries
+        onsets (`BOUNDARY_SCORES`; a second stage's against word onsets), word placement
+        (`alignment_scores` of the aligner and of the evenly-spread rule), and the share of audio boundaries
         inside silences (video: inside static spans, more than a token period from their edges)
         beside the share of time those spans take."""
         scores = caption_retrieval_metrics(torch.cat(self.audio), torch.cat(self.text), torch.cat(self.owner))
@@ -115,6 +134,7 @@ class ValidationAccumulator:
                 s = boundary_scores(predicted, reference, tol / 1000)
                 for k in ("precision", "recall", "f1", "r_value"):
                     scores[f"{prefix}_{k}_{tol}ms"] = s[k]
+        scores.update(self._alignment_scores())
         for m, key, name in (("audio", "silences", "silence"), ("video", "static", "static")):
             if m not in self.predicted or not any(key in meta for meta in self.metas):
                 continue

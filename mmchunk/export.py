@@ -100,7 +100,7 @@ def encode_chunks(model, inputs: dict[str, Ragged], window_s: float) -> dict[str
     rate = model.encoders["audio"].sample_rate
     if audio is None or audio.batch_size != 1 or audio.num_tokens <= window_s * rate:
         return model.encode(inputs)[0]
-    chunks, _, _ = model.encode({m: x for m, x in inputs.items() if m != "audio"})
+    chunks, *_ = model.encode({m: x for m, x in inputs.items() if m != "audio"})
     chunks["audio"], _ = model.main(long_audio_chunks(model, audio.values, window_s=window_s))
     return chunks
 

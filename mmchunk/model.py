@@ -41,12 +41,14 @@ from mmchunk.segmentation import BaselineSegmentation
 
 @dataclass
 class FusionOutput:
-    """Embeddings `[B, E]` (L2-normalised), routing per modality, and every loss term (scalars)."""
+    """Embeddings `[B, E]` (L2-normalised), routing per modality, every loss term (scalars) and, with
+    a CTC head, the audio tokens' byte log-probabilities `[T, 257]` with their times (for alignment)."""
 
     audio_embedding: Tensor
     text_embedding: Tensor
     routing: dict[str, ChunkerOutput]
     losses: dict[str, Tensor] = field(default_factory=dict)
+    ctc: Ragged | None = None
 
     @property
     def loss(self) -> Tensor:
@@ -176,11 +178,12 @@ class ChunkFusionModel(nn.Module):
 
     def encode(
         self, inputs: Mapping[str, Ragged]
-    ) -> tuple[dict[str, Ragged], dict[str, ChunkerOutput], dict[str, Tensor]]:
+    ) -> tuple[dict[str, Ragged], dict[str, ChunkerOutput], dict[str, Tensor], Ragged | None]:
         """Per modality present in `inputs`: main-network chunk outputs, routing (with two stages also
         `"{m}_stage2"`), and the routing losses (ratio loss against the modality's target and the
-        second stage's, next-feature prediction through dechunk)."""
-        chunks, routing, losses = {}, {}, {}
+        second stage's, next-feature prediction through dechunk; CTC with a transcript); and with a
+        CTC head, the audio tokens' byte log-probabilities `[T, 257]` (None without)."""
+        chunks, routing, losses, ctc = {}, {}, {}, None
         for m, x in inputs.items():
             if x is None or m not in self.encoders or x.num_tokens == 0:
                 continue
@@ -202,10 +205,12 @@ class ChunkFusionModel(nn.Module):
             tokens = self.chunker.dechunk(mixed, routed)
             losses[f"predict_{m}"] = self._next_feature_loss(m, tokens, feats)
             text = inputs.get("text")
-            if m == "audio" and self.ctc_head is not None and text is not None:
+            if m == "audio" and self.ctc_head is not None:
                 log_probs = self.ctc_head(tokens).log_softmax(-1)
-                losses["ctc"] = byte_ctc_loss(log_probs, feats.cu_seqlens, text.values, text.cu_seqlens)
-        return chunks, routing, losses
+                ctc = Ragged(log_probs, feats.cu_seqlens, t_start=feats.t_start, t_end=feats.t_end)
+                if text is not None:
+                    losses["ctc"] = byte_ctc_loss(log_probs, feats.cu_seqlens, text.values, text.cu_seqlens)
+        return chunks, routing, losses, ctc
 
     def route(self, m: str, raw: Ragged, feats: Ragged) -> ChunkerOutput:
         """Modality `m`'s encoder tokens `feats [T, D]` (from the input `raw`) through the shared
@@ -245,7 +250,7 @@ class ChunkFusionModel(nn.Module):
     def embed_text(self, text: Ragged) -> Tensor:
         """L2-normalised embeddings `[B, E]` of texts alone (UTF-8 bytes `[T]`, `cu_seqlens [B+1]`):
         the text half of `embed`, for the extra captions of a clip."""
-        chunks, _, _ = self.encode({"text": text})
+        chunks, *_ = self.encode({"text": text})
         return F.normalize(self.projections["text"](mean_pool(chunks["text"])), dim=-1)
 
     def fuse(self, chunks: Mapping[str, Ragged]) -> Ragged:
@@ -268,7 +273,7 @@ class ChunkFusionModel(nn.Module):
 
     def forward(self, inputs: Mapping[str, Ragged]) -> FusionOutput:
         """`inputs` maps "audio", "text" (and optionally "video") to the loader's Ragged batches."""
-        chunks, routing, losses = self.encode(inputs)
+        chunks, routing, losses, ctc = self.encode(inputs)
         emb = self.embed(chunks)
         batch = emb["audio"].shape[0]
         losses["contrastive"] = info_nce(emb["audio"], emb["text"], self.logit_scale)
@@ -293,4 +298,4 @@ class ChunkFusionModel(nn.Module):
             if kind in ("ratio", "predict", "moe", "ctc", "words"):
                 total = total + self.weights[kind] * value
         losses["total"] = total
-        return FusionOutput(emb["audio"], emb["text"], routing, losses)
+        return FusionOutput(emb["audio"], emb["text"], routing, losses, ctc)

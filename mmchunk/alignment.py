@@ -1,0 +1,96 @@
+"""Text on the audio's time axis without oracle timings: a transcript's words placed by CTC forced
+alignment of the audio tokens' byte posteriors (the model's CTC head), scored as a forced aligner is
+(the share of words whose predicted start lies within 50 and 100 ms of the true one, the median error).
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import warnings
+
+import torch
+from torch import Tensor
+
+from mmchunk.ragged import Ragged
+
+
+def word_byte_offsets(text: str) -> list[int]:
+    """Byte offset of the first byte of every word of `text` (words: `text.split()`)."""
+    offsets, position = [], 0
+    data = text.encode()
+    for word in text.split():
+        position = data.index(word.encode(), position)
+        offsets.append(position)
+        position += len(word.encode())
+    return offsets
+
+
+def even_word_starts(text: str, duration: float) -> list[float]:
+    """Word starts (s) under the evenly-spread rule: every byte of `text` takes an equal share of
+    `duration`, a word starts with its first byte (what a model gets without any alignment)."""
+    n = max(len(text.encode()), 1)
+    return [duration * offset / n for offset in word_byte_offsets(text)]
+
+
+def ctc_byte_frames(log_probs: Tensor, data: bytes) -> Tensor | None:
+    """The frame at which each byte of `data` is first emitted in the best CTC path through
+    `log_probs [T, 257]` (blank 0, byte b → b + 1; torchaudio's forced alignment): `[S]` int64, or
+    None when the bytes cannot fit in `T` frames (CTC needs one frame per byte plus a blank between
+    repeated bytes)."""
+    import torchaudio.functional as AF
+
+    if not data:
+        return torch.zeros(0, dtype=torch.long)
+    repeats = sum(a == b for a, b in itertools.pairwise(data))
+    if log_probs.shape[0] < len(data) + repeats:
+        return None
+    targets = torch.tensor([list(data)], dtype=torch.int32) + 1
+    with warnings.catch_warnings():  # torchaudio announces the API's move; it still computes here
+        warnings.simplefilter("ignore")
+        path, _ = AF.forced_align(log_probs[None].float().cpu(), targets, blank=0)
+    path = path[0]
+    emitted = (path != 0) & torch.cat([torch.ones(1, dtype=torch.bool), path[1:] != path[:-1]])
+    frames = emitted.nonzero().squeeze(1)
+    return frames[: len(data)]
+
+
+def ctc_word_starts(ctc: Ragged, texts: list[str]) -> list[list[float] | None]:
+    """Per sequence of `ctc` (log-probabilities `[T, 257]` of the audio tokens, with their `t_start`)
+    the start time (s) of each word of `texts[i]`: the start of the frame that emits its first byte.
+    None where the transcript does not fit in the clip's frames."""
+    if ctc.t_start is None:
+        raise ValueError("ctc_word_starts: the audio tokens carry no start times (t_start)")
+    out: list[list[float] | None] = []
+    cu = ctc.cu_seqlens.tolist()
+    for b, text in enumerate(texts):
+        lo, hi = cu[b], cu[b + 1]
+        frames = ctc_byte_frames(ctc.values[lo:hi].detach(), text.encode())
+        if frames is None:
+            out.append(None)
+            continue
+        starts = ctc.t_start[lo:hi].detach().cpu()
+        out.append([float(starts[frames[i]]) for i in word_byte_offsets(text)])
+    return out
+
+
+def alignment_scores(predicted: list[list[float] | None], reference: list[list[float]]) -> dict[str, float]:
+    """Forced-aligner scores of predicted word starts against true ones, clip by clip (a clip counts
+    where both have the same number of words; a clip the aligner could not place counts as missed):
+    `align_within_50ms`, `align_within_100ms` (share of words), `align_median_error_ms`, `align_words`."""
+    errors: list[float] = []
+    for pred, ref in zip(predicted, reference):
+        if not ref:
+            continue
+        if pred is None or len(pred) != len(ref):
+            errors += [float("inf")] * len(ref)
+            continue
+        errors += [abs(p - r) for p, r in zip(pred, ref)]
+    if not errors:
+        return {}
+    return {
+        "align_within_50ms": sum(e <= 0.05 for e in errors) / len(errors),
+        "align_within_100ms": sum(e <= 0.1 for e in errors) / len(errors),
+        "align_median_error_ms": 1000 * statistics.median(errors),
+        "align_words": float(len(errors)),
+    }

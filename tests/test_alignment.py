@@ -1,0 +1,95 @@
+"""Words on the audio's time axis by CTC forced alignment, and the forced-aligner scores."""
+
+import pytest
+import torch
+
+from mmchunk.alignment import (
+    alignment_scores,
+    ctc_byte_frames,
+    ctc_word_starts,
+    even_word_starts,
+    word_byte_offsets,
+)
+from mmchunk.ragged import Ragged
+
+
+def peaked(length: int, emit: dict[int, int]) -> torch.Tensor:
+    """Log-probabilities `[length, 257]`: blank everywhere except byte `emit[t]` at frame t."""
+    logits = torch.full((length, 257), -10.0)
+    logits[:, 0] = 5.0
+    for t, byte in emit.items():
+        logits[t, byte + 1] = 10.0
+    return logits.log_softmax(-1)
+
+
+def test_word_offsets_and_the_even_rule_by_hand():
+    assert word_byte_offsets("ab  cé d") == [0, 4, 8]  # é is two bytes
+    assert word_byte_offsets("") == [] and word_byte_offsets("   ") == []
+    assert even_word_starts("ab cd", 5.0) == pytest.approx([0.0, 3.0])  # 5 bytes over 5 s
+    assert even_word_starts("", 2.0) == []
+
+
+def test_ctc_byte_frames_follow_the_peaks():
+    data = b"ab a"
+    log_probs = peaked(12, {1: ord("a"), 4: ord("b"), 6: ord(" "), 9: ord("a")})
+    assert ctc_byte_frames(log_probs, data).tolist() == [1, 4, 6, 9]
+    repeated = peaked(8, {2: ord("l"), 5: ord("l")})  # a repeated byte needs a blank between
+    assert ctc_byte_frames(repeated, b"ll").tolist() == [2, 5]
+    assert ctc_byte_frames(repeated[:2], b"ll") is None  # 2 frames cannot hold l, blank, l
+    assert ctc_byte_frames(repeated, b"").numel() == 0
+
+
+def test_ctc_word_starts_are_monotonic_inside_the_clip():
+    torch.manual_seed(0)
+    texts = ["the red cube", "go", "x"]
+    lengths = [40, 6, 1]
+    starts = [torch.arange(n) * 0.04 for n in lengths]
+    ctc = Ragged.from_list(
+        [torch.randn(n, 257).log_softmax(-1) for n in lengths],
+        t_start=starts,
+        t_end=[s + 0.04 for s in starts],
+    )
+    placed = ctc_word_starts(ctc, texts)
+    first, second, third = placed
+    assert len(first) == 3 and first == sorted(first) and len(set(first)) == 3
+    assert all(0.0 <= t < 40 * 0.04 for t in first)
+    assert second is not None and len(second) == 1 and third is not None
+    assert ctc_word_starts(ctc, ["b" * 30, "go", "x"])[0] is None  # 30 b's need 59 frames
+    with pytest.raises(ValueError, match="t_start"):
+        ctc_word_starts(Ragged.from_list([torch.zeros(3, 257)]), ["a"])
+
+
+def test_alignment_scores_by_hand():
+    scores = alignment_scores([[0.0, 0.5], None, [1.0]], [[0.03, 0.62], [1.0], []])
+    assert scores["align_words"] == 3  # the clip without words counts no word
+    assert scores["align_within_50ms"] == pytest.approx(1 / 3)
+    assert scores["align_within_100ms"] == pytest.approx(1 / 3)
+    assert scores["align_median_error_ms"] == pytest.approx(120.0)
+    assert alignment_scores([[0.1, 0.2]], [[0.1]])["align_within_100ms"] == 0.0  # word count differs
+    assert alignment_scores([None], [[]]) == {}
+
+
+def test_model_with_a_ctc_head_places_words_and_validation_scores_them():
+    from mmchunk.evaluation import ValidationAccumulator
+    from mmchunk.model import ChunkFusionModel
+    from tests.test_model import tiny_batch
+
+    torch.manual_seed(0)
+    small = {m: {"depth": 1} for m in ("audio", "text")}
+    model = ChunkFusionModel(dim=16, embed_dim=8, main_depth=1, heads=2, encoders=small, ctc_weight=0.1)
+    inputs = {m: x for m, x in tiny_batch().items() if m != "video"}
+    out = model(inputs)
+    assert out.ctc.values.shape == (out.routing["audio"].residual.shape[0], 257) and "ctc" in out.losses
+    frames = out.ctc.cu_seqlens.diff().tolist()
+    texts = ["a b c", "d e", "x" * frames[2]]  # the third needs a blank between each of its x's
+    placed = ctc_word_starts(out.ctc, texts)
+    assert placed[2] is None and [len(p) for p in placed[:2]] == [3, 2]
+    metas = [{"_seconds": n / 16000, "text": t, "words": [{"start": 0.01 * i} for i in range(len(t.split()))]}
+             for n, t in zip((4000, 2400, 3000), texts)]  # fmt: skip
+    acc = ValidationAccumulator()
+    acc.update(out.audio_embedding, out.text_embedding, out.routing, metas, None, placed)
+    scores = acc.compute()
+    assert scores["align_words"] == scores["even_align_words"] == 6
+    assert 0.0 <= scores["align_within_100ms"] <= 5 / 6  # the word of the unplaced clip is a miss
+    no_head = ChunkFusionModel(dim=16, embed_dim=8, main_depth=1, heads=2, encoders=small)
+    assert no_head(inputs).ctc is None
