@@ -15,22 +15,22 @@ from torch import Tensor
 from mmchunk.ragged import Ragged
 
 
-def word_byte_offsets(text: str) -> list[int]:
-    """Byte offset of the first byte of every word of `text` (words: `text.split()`)."""
-    offsets, position = [], 0
+def word_byte_spans(text: str) -> list[tuple[int, int]]:
+    """Byte offsets `(first, past the last)` of every word of `text` (words: `text.split()`)."""
+    spans, position = [], 0
     data = text.encode()
     for word in text.split():
-        position = data.index(word.encode(), position)
-        offsets.append(position)
-        position += len(word.encode())
-    return offsets
+        first = data.index(word.encode(), position)
+        position = first + len(word.encode())
+        spans.append((first, position))
+    return spans
 
 
-def even_word_starts(text: str, duration: float) -> list[float]:
-    """Word starts (s) under the evenly-spread rule: every byte of `text` takes an equal share of
-    `duration`, a word starts with its first byte (what a model gets without any alignment)."""
+def even_word_spans(text: str, duration: float) -> list[tuple[float, float]]:
+    """Word spans (s) under the evenly-spread rule: every byte of `text` takes an equal share of
+    `duration` (what a model gets without any alignment)."""
     n = max(len(text.encode()), 1)
-    return [duration * offset / n for offset in word_byte_offsets(text)]
+    return [(duration * a / n, duration * b / n) for a, b in word_byte_spans(text)]
 
 
 def ctc_byte_frames(log_probs: Tensor, data: bytes) -> Tensor | None:
@@ -55,13 +55,13 @@ def ctc_byte_frames(log_probs: Tensor, data: bytes) -> Tensor | None:
     return frames[: len(data)]
 
 
-def ctc_word_starts(ctc: Ragged, texts: list[str]) -> list[list[float] | None]:
-    """Per sequence of `ctc` (log-probabilities `[T, 257]` of the audio tokens, with their `t_start`)
-    the start time (s) of each word of `texts[i]`: the start of the frame that emits its first byte.
-    None where the transcript does not fit in the clip's frames."""
-    if ctc.t_start is None:
-        raise ValueError("ctc_word_starts: the audio tokens carry no start times (t_start)")
-    out: list[list[float] | None] = []
+def ctc_word_spans(ctc: Ragged, texts: list[str]) -> list[list[tuple[float, float]] | None]:
+    """Per sequence of `ctc` (log-probabilities `[T, 257]` of the audio tokens, with their times)
+    the span (s) of each word of `texts[i]`: from the start of the frame that emits its first byte to
+    the end of the frame that emits its last. None where the transcript does not fit the clip's frames."""
+    if ctc.t_start is None or ctc.t_end is None:
+        raise ValueError("ctc_word_spans: the audio tokens carry no times (t_start, t_end)")
+    out: list[list[tuple[float, float]] | None] = []
     cu = ctc.cu_seqlens.tolist()
     for b, text in enumerate(texts):
         lo, hi = cu[b], cu[b + 1]
@@ -69,8 +69,8 @@ def ctc_word_starts(ctc: Ragged, texts: list[str]) -> list[list[float] | None]:
         if frames is None:
             out.append(None)
             continue
-        starts = ctc.t_start[lo:hi].detach().cpu()
-        out.append([float(starts[frames[i]]) for i in word_byte_offsets(text)])
+        starts, ends = ctc.t_start[lo:hi].detach().cpu(), ctc.t_end[lo:hi].detach().cpu()
+        out.append([(float(starts[frames[a]]), float(ends[frames[z - 1]])) for a, z in word_byte_spans(text)])
     return out
 
 

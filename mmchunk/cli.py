@@ -55,11 +55,16 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _segment(args: argparse.Namespace) -> int:
+    from mmchunk.data.decode import decode_text
     from mmchunk.segment import plot_segments, segment_file
 
     if args.stream:
         return _segment_stream(args)
-    report = segment_file(args.file, args.ckpt, window_s=args.window)
+    text = None
+    if args.text is not None:
+        given = Path(args.text)
+        text = decode_text(given.read_bytes()) if given.is_file() else args.text
+    report = segment_file(args.file, args.ckpt, window_s=args.window, text=text)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
     else:
@@ -71,6 +76,10 @@ def _segment(args: argparse.Namespace) -> int:
             label = f"  {chunk['modality']}" if several else ""
             text = f"  bytes {chunk['byte0']}–{chunk['byte1']}  {chunk['text']!r}" if "text" in chunk else ""
             print(f"  {chunk['t0']:8.3f} – {chunk['t1']:8.3f} s{label}{text}")
+        if "words" in report:
+            print(f"words ({report['alignment']} alignment):")
+            for word in report["words"]:
+                print(f"  {word['start']:8.3f} – {word['end']:8.3f} s  {word['word']}")
     if args.plot:
         plot_segments(report, args.plot)
     return 0
@@ -244,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--ckpt", type=Path, help="a checkpoint written by `mmchunk fit`")
     segment.add_argument("--json", action="store_true", help="print the chunks as JSON")
     segment.add_argument("--plot", type=Path, help="also draw the chunk timeline to this PNG")
+    segment.add_argument(
+        "--text",
+        help="the recording's transcript (a .txt file or the text itself): its words are placed on the "
+        "audio's time axis by the checkpoint's CTC head (evenly spread without one)",
+    )
     segment.add_argument(
         "--window", type=positive_float, default=60.0,
         help="audio longer than this (s) is read and chunked in windows, in bounded memory (60)",

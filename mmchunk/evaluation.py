@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from mmchunk.alignment import alignment_scores, even_word_starts
+from mmchunk.alignment import alignment_scores, even_word_spans
 from mmchunk.chunker import ChunkerOutput
 from mmchunk.metrics import boundary_scores, caption_retrieval_metrics
 
@@ -106,7 +106,10 @@ class ValidationAccumulator:
         reference = [[w["start"] for w in meta.get("words", [])] for meta in self.metas]
         if not any(reference):
             return {}
-        even = [even_word_starts(str(meta.get("text", "")), float(meta["_seconds"])) for meta in self.metas]
+        even = [
+            [a for a, _ in even_word_spans(str(meta.get("text", "")), float(meta["_seconds"]))]
+            for meta in self.metas
+        ]
         scores = {f"even_{k}": v for k, v in alignment_scores(even, reference).items()}
         if self.word_starts:
             scores.update(alignment_scores(self.word_starts, reference))

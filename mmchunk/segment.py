@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from mmchunk.alignment import ctc_word_spans, even_word_spans
 from mmchunk.atomic import atomic_write
 from mmchunk.checkpoint import load_model
 from mmchunk.data.decode import (
@@ -81,8 +82,29 @@ def audio_chunks(starts: torch.Tensor, frames: int, length: int, hop: int, rate:
     return [{"modality": "audio", "t0": a, "t1": b} for a, b in itertools.pairwise(seconds)]
 
 
+def place_words(model: ChunkFusionModel, audio: Ragged, text: str, duration: float) -> tuple[list[dict], str]:
+    """The words of `text` on the time axis of the one-clip audio batch `audio` (samples `[N]`):
+    `[{"word", "start", "end"}]` in s and the method: "ctc" (forced alignment on the model's CTC
+    head, `mmchunk.alignment`), or "even" (bytes spread evenly over `duration`) for a model without
+    a CTC head or a transcript too long for the clip's frames. No true timing is read."""
+    spans = None
+    if model.ctc_head is not None:
+        with torch.no_grad():
+            *_, ctc = model.encode({"audio": audio})
+        spans = ctc_word_spans(ctc, [text])[0]
+    method = "ctc" if spans is not None else "even"
+    spans = spans if spans is not None else even_word_spans(text, duration)
+    words = [{"word": w, "start": round(a, 4), "end": round(b, 4)} for w, (a, b) in zip(text.split(), spans)]
+    return words, method
+
+
 def segment_file(
-    path: str | Path, checkpoint: str | Path | None = None, *, window_s: float = 60.0, context_s: float = 10.0
+    path: str | Path,
+    checkpoint: str | Path | None = None,
+    *,
+    window_s: float = 60.0,
+    context_s: float = 10.0,
+    text: str | None = None,
 ) -> dict:
     """Chunk one audio, video or text file: `{"file", "modality", "modalities", "duration",
     "checkpoint", "compression", "chunks": [{"modality", "t0", "t1"}, ...]}`. A video with sound
@@ -91,14 +113,21 @@ def segment_file(
     "compression_by_modality" each one's). An audio file longer than `window_s` is read and chunked
     window by window with `context_s` on either side (`mmchunk.longform`: bounded memory, the
     boundaries of one pass); "windows" says how many. A causal audio encoder (`level: causal`)
-    streams such a file instead (`mmchunk.streaming`: the same chunks as one pass, in bounded memory)."""
+    streams such a file instead (`mmchunk.streaming`: the same chunks as one pass, in bounded memory).
+    `text`: the recording's transcript; the report gains its "words" with their times and the
+    "alignment" method (`place_words`)."""
     path = Path(path)
+    if text is not None and not text.split():
+        raise ValueError(f"{path}: the transcript to align is empty")
     model, label = load_model(checkpoint)
     encoder = model.encoders["audio"]
     windows = 1
     if path.suffix.lower().lstrip(".") in AUDIO_EXTS:
         length = audio_length(path, encoder.sample_rate)
         if length > window_s * encoder.sample_rate:
+            if text is not None:
+                raise ValueError(f"{path}: a transcript is aligned within one window of {window_s:g} s; "
+                                 "this recording is longer (raise --window)")  # fmt: skip
             frames = -(-length // encoder.hop)
             if getattr(encoder, "level", "") == "causal":
                 blocks = read_blocks(path, encoder.sample_rate, 30.0)
@@ -134,7 +163,12 @@ def segment_file(
             for a, b in zip(routed.chunks.t_start, routed.chunks.t_end)
         ]
     chunks.sort(key=lambda c: (c["t0"], c["modality"]))
-    return _report(path, label, tokens, counts, chunks, duration, windows)
+    report = _report(path, label, tokens, counts, chunks, duration, windows)
+    if text is not None:
+        if "audio" not in inputs:
+            raise ValueError(f"{path}: a transcript is aligned to audio, and this file has none")
+        report["words"], report["alignment"] = place_words(model, inputs["audio"], text, duration)
+    return report
 
 
 def _report(
@@ -155,7 +189,7 @@ def _report(
 
 def plot_segments(report: dict, path: str | Path, sample_rate: int = 16_000) -> None:
     """A timeline of the chunks of `segment_file`'s report (one band per modality), over the waveform
-    for an audio file."""
+    for an audio file, with the transcript's words where the report has them (`--text`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,6 +209,9 @@ def plot_segments(report: dict, path: str | Path, sample_rate: int = 16_000) -> 
                 chunk["t0"], chunk["t1"], color="tab:blue" if i % 2 else "tab:orange", alpha=0.35, **band
             )
             ax.axvline(chunk["t0"], color="tab:red", linewidth=0.8, **band)
+    for word in report.get("words", []):  # the transcript placed by `place_words`
+        ax.axvline(word["start"], color="tab:green", linewidth=1.0, linestyle=":")
+        ax.text(word["start"], 0.8, word["word"], fontsize=7, color="tab:green")
     ax.set_xlim(0, report["duration"])
     ax.set_yticks([(row + 0.5) / len(rows) * 2 - 1 for row in range(len(rows))], rows)
     ax.set_ylim(-1, 1)

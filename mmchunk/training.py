@@ -11,7 +11,7 @@ import warnings
 import lightning as L
 import torch
 
-from mmchunk.alignment import ctc_word_starts
+from mmchunk.alignment import ctc_word_spans
 from mmchunk.builtin_recipes import resolve_config_args
 from mmchunk.data import Batch, DataConfig, expand_urls, make_loader
 from mmchunk.data.augment import AugmentConfig
@@ -31,7 +31,7 @@ def batch_inputs(batch: Batch) -> dict:
 def validate_batch(model: ChunkFusionModel, batch: Batch, accumulator: ValidationAccumulator) -> FusionOutput:
     """Run `model` on a validation batch and add it to `accumulator`; clips with several captions
     have all of them embedded (`embed_text`), for the LAION-CLAP retrieval protocol; with a CTC
-    head, the first caption's words are placed on the audio by forced alignment (`ctc_word_starts`)."""
+    head, the first caption's words are placed on the audio by forced alignment (`ctc_word_spans`)."""
     out = model(batch_inputs(batch))
     text, owner = out.text_embedding, None
     if any(len(c) > 1 for c in batch.captions):
@@ -41,7 +41,8 @@ def validate_batch(model: ChunkFusionModel, batch: Batch, accumulator: Validatio
         text = model.embed_text(captions.to(text.device))
     aligned = None
     if out.ctc is not None:
-        aligned = ctc_word_starts(out.ctc, [c[0] if c else "" for c in batch.captions])
+        spans = ctc_word_spans(out.ctc, [c[0] if c else "" for c in batch.captions])
+        aligned = [None if s is None else [a for a, _ in s] for s in spans]
     accumulator.update(out.audio_embedding, text, out.routing, batch.meta, owner, aligned)
     return out
 

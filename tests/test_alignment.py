@@ -6,9 +6,9 @@ import torch
 from mmchunk.alignment import (
     alignment_scores,
     ctc_byte_frames,
-    ctc_word_starts,
-    even_word_starts,
-    word_byte_offsets,
+    ctc_word_spans,
+    even_word_spans,
+    word_byte_spans,
 )
 from mmchunk.ragged import Ragged
 
@@ -23,10 +23,10 @@ def peaked(length: int, emit: dict[int, int]) -> torch.Tensor:
 
 
 def test_word_offsets_and_the_even_rule_by_hand():
-    assert word_byte_offsets("ab  cé d") == [0, 4, 8]  # é is two bytes
-    assert word_byte_offsets("") == [] and word_byte_offsets("   ") == []
-    assert even_word_starts("ab cd", 5.0) == pytest.approx([0.0, 3.0])  # 5 bytes over 5 s
-    assert even_word_starts("", 2.0) == []
+    assert word_byte_spans("ab  cé d") == [(0, 2), (4, 7), (8, 9)]  # é is two bytes
+    assert word_byte_spans("") == [] and word_byte_spans("   ") == []
+    assert even_word_spans("ab cd", 5.0) == [(0.0, 2.0), (3.0, 5.0)]  # 5 bytes over 5 s
+    assert even_word_spans("", 2.0) == []
 
 
 def test_ctc_byte_frames_follow_the_peaks():
@@ -49,14 +49,15 @@ def test_ctc_word_starts_are_monotonic_inside_the_clip():
         t_start=starts,
         t_end=[s + 0.04 for s in starts],
     )
-    placed = ctc_word_starts(ctc, texts)
-    first, second, third = placed
-    assert len(first) == 3 and first == sorted(first) and len(set(first)) == 3
-    assert all(0.0 <= t < 40 * 0.04 for t in first)
-    assert second is not None and len(second) == 1 and third is not None
-    assert ctc_word_starts(ctc, ["b" * 30, "go", "x"])[0] is None  # 30 b's need 59 frames
+    first, second, third = ctc_word_spans(ctc, texts)
+    flat = [t for span in first for t in span]
+    assert len(first) == 3 and flat == sorted(flat) and all(a < b for a, b in first)
+    assert len({a for a, _ in first}) == 3 and all(0.0 <= t <= 40 * 0.04 for t in flat)
+    assert len(second) == 1 and second[0][1] - second[0][0] >= 0.08 - 1e-6  # "go": two frames at least
+    assert third is not None and len(third) == 1
+    assert ctc_word_spans(ctc, ["b" * 30, "go", "x"])[0] is None  # 30 b's need 59 frames
     with pytest.raises(ValueError, match="t_start"):
-        ctc_word_starts(Ragged.from_list([torch.zeros(3, 257)]), ["a"])
+        ctc_word_spans(Ragged.from_list([torch.zeros(3, 257)]), ["a"])
 
 
 def test_alignment_scores_by_hand():
@@ -82,8 +83,9 @@ def test_model_with_a_ctc_head_places_words_and_validation_scores_them():
     assert out.ctc.values.shape == (out.routing["audio"].residual.shape[0], 257) and "ctc" in out.losses
     frames = out.ctc.cu_seqlens.diff().tolist()
     texts = ["a b c", "d e", "x" * frames[2]]  # the third needs a blank between each of its x's
-    placed = ctc_word_starts(out.ctc, texts)
-    assert placed[2] is None and [len(p) for p in placed[:2]] == [3, 2]
+    spans = ctc_word_spans(out.ctc, texts)
+    assert spans[2] is None and [len(p) for p in spans[:2]] == [3, 2]
+    placed = [None if s is None else [a for a, _ in s] for s in spans]
     metas = [{"_seconds": n / 16000, "text": t, "words": [{"start": 0.01 * i} for i in range(len(t.split()))]}
              for n, t in zip((4000, 2400, 3000), texts)]  # fmt: skip
     acc = ValidationAccumulator()

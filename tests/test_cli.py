@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import soundfile
 import torch
 import yaml
 
@@ -125,6 +126,39 @@ def test_segment_command(tmp_path):
     assert "unreadable audio" in one_line_error(run("segment", str(tmp_path / "broken.wav")), "segment")
     (tmp_path / "notes.doc").write_text("hello")
     assert "unsupported file type" in one_line_error(run("segment", str(tmp_path / "notes.doc")), "segment")
+
+
+def test_segment_with_a_transcript_places_its_words(tmp_path):
+    from mmchunk.data.synth import synth_sample
+    from mmchunk.model import ChunkFusionModel
+    from mmchunk.ragged import Ragged
+    from mmchunk.segment import place_words
+
+    _, sample = synth_sample(0, 2)
+    (tmp_path / "clip.flac").write_bytes(sample["flac"])
+    (tmp_path / "clip.txt").write_bytes(sample["txt"])
+    meta = json.loads(sample["json"])
+    result = run("segment", str(tmp_path / "clip.flac"), "--text", str(tmp_path / "clip.txt"), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["alignment"] == "even"  # the untrained default model has no CTC head
+    assert [w["word"] for w in report["words"]] == meta["text"].split()
+    starts = [w["start"] for w in report["words"]]
+    assert starts == sorted(starts) and report["words"][-1]["end"] <= report["duration"] + 1e-3
+    literal = json.loads(run("segment", str(tmp_path / "clip.flac"), "--text", "two words", "--json").stdout)
+    assert [w["word"] for w in literal["words"]] == ["two", "words"]
+    empty = run("segment", str(tmp_path / "clip.flac"), "--text", " ")
+    assert "transcript to align is empty" in one_line_error(empty, "segment")
+    torch.manual_seed(0)
+    small = {"audio": {"depth": 1}, "text": {"depth": 1}}
+    model = ChunkFusionModel(
+        dim=16, embed_dim=8, main_depth=1, heads=2, encoders=small, ctc_weight=0.1
+    ).eval()
+    wave = torch.from_numpy(soundfile.read(tmp_path / "clip.flac", dtype="float32")[0])
+    words, method = place_words(model, Ragged.from_list([wave]), meta["text"], meta["duration"])
+    assert method == "ctc" and [w["word"] for w in words] == meta["text"].split()
+    flat = [t for w in words for t in (w["start"], w["end"])]
+    assert flat == sorted(flat) and flat[0] >= 0.0 and flat[-1] <= meta["duration"] + 0.05
 
 
 @pytest.mark.parametrize(
