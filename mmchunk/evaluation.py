@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Iterable
 
 import torch
@@ -10,6 +12,7 @@ from torch import Tensor
 from mmchunk.alignment import alignment_scores, even_word_spans
 from mmchunk.chunker import ChunkerOutput
 from mmchunk.metrics import boundary_scores, caption_retrieval_metrics
+from mmchunk.segmentation import fixed_stride_boundaries, random_boundaries
 
 
 def chunk_start_times(routing: ChunkerOutput) -> list[list[float]]:
@@ -37,8 +40,11 @@ BOUNDARY_SCORES = (
     ("audio", "words", "boundary", (20, 50)),
     ("audio", "phones", "phone_boundary", (20,)),
     ("audio_stage2", "words", "stage2_boundary", (20, 50)),
+    ("audio_fixed", "words", "fixed_boundary", (20, 50)),
+    ("audio_random", "words", "random_boundary", (20, 50)),
 )
-"""(routing scored, the JSON's reference spans, score prefix, tolerances in ms)."""
+"""(routing scored, the JSON's reference spans, score prefix, tolerances in ms); `audio_fixed` and
+`audio_random` are the baseline segmentations at the learned audio compression (`_baselines`)."""
 
 
 class ValidationAccumulator:
@@ -90,11 +96,11 @@ class ValidationAccumulator:
         if word_starts is not None:
             self.word_starts.extend(word_starts)
 
-    def _on_one_axis(self, routing: str, key: str) -> tuple[list[float], list[float]]:
-        """The boundary times of `routing` and the starts of the JSON's `key` spans (words, phones)
-        of every clip, the clips laid end to end 10 s apart (a match never crosses clips)."""
+    def _on_one_axis(self, boundaries: list[list[float]], key: str) -> tuple[list[float], list[float]]:
+        """The `boundaries` of every clip and the starts of the JSON's `key` spans (words, phones), the
+        clips laid end to end 10 s apart (a match never crosses clips)."""
         offset, predicted, reference = 0.0, [], []
-        for times, meta in zip(self.predicted.get(routing, []), self.metas):
+        for times, meta in zip(boundaries, self.metas):
             predicted += [t + offset for t in times]
             reference += [w["start"] + offset for w in meta.get(key, [])]
             offset += float(meta["_seconds"]) + 10.0
@@ -115,13 +121,32 @@ class ValidationAccumulator:
             scores.update(alignment_scores(self.word_starts, reference))
         return scores
 
+    def _baselines(self) -> dict[str, list[list[float]]]:
+        """Boundary times per clip of fixed-stride pooling and of random boundaries (seed 0) at the
+        learned audio compression (`mmchunk.segmentation`), on each clip's grid of audio tokens."""
+        period = self.token_periods.get("audio")
+        if period is None or not self.chunks.get("audio"):
+            return {}
+        k = self.tokens["audio"] / self.chunks["audio"]
+        frames = [max(1, math.ceil(float(meta["_seconds"]) / period - 1e-6)) for meta in self.metas]
+        cu = torch.tensor([0, *itertools.accumulate(frames)], dtype=torch.int32)
+        masks = {"fixed": fixed_stride_boundaries(cu, sum(frames), k),
+                 "random": random_boundaries(cu, sum(frames), k, seed=0)}  # fmt: skip
+        return {
+            f"audio_{name}": [
+                ((m[1:].nonzero().squeeze(1) + 1) * period).tolist() for m in mask.split(frames)
+            ]
+            for name, mask in masks.items()
+        }
+
     def compute(self) -> dict[str, float]:
         """Retrieval (a2t/t2a R@1/5/10, mAP@10; by the LAION-CLAP protocol when clips have several
         captions, `caption_retrieval_metrics`, with `captions_per_clip`), compression and chunk
         rate per modality, and where the data has the annotations (the built-in corpus; real
         datasets have none): the audio chunk rate per second of speech (outside the silences),
         boundary P/R/F1/R-value at 20 and 50 ms against word onsets and at 20 ms against phone
-        onsets (`BOUNDARY_SCORES`; a second stage's against word onsets), word placement
+        onsets (`BOUNDARY_SCORES`; a second stage's, fixed-stride pooling's and random boundaries'
+        at the learned compression against word onsets), word placement
         (`alignment_scores` of the aligner and of the evenly-spread rule), and the share of audio boundaries
         inside silences (video: inside static spans, more than a token period from their edges)
         beside the share of time those spans take."""
@@ -131,8 +156,11 @@ class ValidationAccumulator:
             scores[f"chunk_rate_{m}_hz"] = self.chunks[m] / max(self.seconds, 1e-9)
         if "audio" in self.chunks and any("silences" in meta for meta in self.metas):
             scores["chunk_rate_audio_speech_hz"] = self.chunks["audio"] / max(self.speech_seconds, 1e-9)
+        baselines = self._baselines()
         for routing, key, prefix, tolerances in BOUNDARY_SCORES:
-            predicted, reference = self._on_one_axis(routing, key)
+            predicted, reference = self._on_one_axis(
+                baselines.get(routing) or self.predicted.get(routing, []), key
+            )
             for tol in tolerances if reference else ():
                 s = boundary_scores(predicted, reference, tol / 1000)
                 for k in ("precision", "recall", "f1", "r_value"):

@@ -45,6 +45,13 @@ def test_accumulator_scores_boundaries_against_words_and_phones_by_hand():
     assert scores["phone_boundary_f1_20ms"] == pytest.approx(4 / 7)
     assert scores["boundary_f1_20ms"] == scores["boundary_f1_50ms"] == pytest.approx(0.4)  # P 1/3, R 1/2
     assert "phone_boundary_f1_50ms" not in scores and "stage2_boundary_f1_50ms" not in scores
+    assert "fixed_boundary_f1_50ms" not in scores  # no token period: no baseline grid
+    acc = ValidationAccumulator({"audio": 0.04})
+    acc.update(torch.ones(1, 2), torch.ones(1, 2), routing, [meta])
+    scores = acc.compute()  # 50 tokens in 4 chunks: fixed stride 12.5, boundaries at 0.52, 1.00, 1.52 s
+    assert scores["fixed_boundary_precision_50ms"] == pytest.approx(1 / 3)  # 1.52 ↔ 1.5
+    assert scores["fixed_boundary_f1_50ms"] == pytest.approx(0.4)
+    assert 0.0 <= scores["random_boundary_f1_50ms"] <= 1.0
 
 
 def test_fit_recipe_runs_and_saves_config(tmp_path):
@@ -184,10 +191,18 @@ def test_demo_targets():
               "silence_time_fraction": 0.4}  # fmt: skip
     met = {k: ok for k, (_, ok) in demo_targets(scores).items()}
     assert met == {
-        "a2t_R@1": True, "t2a_R@1": False, "boundary_f1_50ms": False, "silence_boundary_fraction": True
+        "a2t_R@1": True, "t2a_R@1": False, "boundary_f1_50ms": False, "boundary_r_value_50ms": False,
+        "silence_boundary_fraction": True,
     }  # fmt: skip
-    scores["boundary_f1_50ms"] = 0.51  # above both VADs
-    assert demo_targets(scores)["boundary_f1_50ms"][1]
+    scores["boundary_f1_50ms"] = 0.59  # above both VADs by 0.09 only
+    assert not demo_targets(scores)["boundary_f1_50ms"][1]
+    scores["boundary_f1_50ms"], scores["boundary_r_value_50ms"] = 0.61, 0.6  # ≥ 0.6 and VAD + 0.1
+    assert demo_targets(scores)["boundary_f1_50ms"][1] and demo_targets(scores)["boundary_r_value_50ms"][1]
+    scores["silero_boundary_f1_50ms"] = 0.52
+    assert not demo_targets(scores)["boundary_f1_50ms"][1]  # 0.61 < 0.52 + 0.1
+    scores.update(align_within_100ms=0.8, align_median_error_ms=51.0)
+    met = demo_targets(scores)
+    assert met["align_within_100ms"][1] and not met["align_median_error_ms"][1]
 
 
 def test_fit_checks_the_data_before_building_anything(tmp_path):
