@@ -362,8 +362,9 @@ def test_decode_errors_are_one_line():
 
 
 def test_model_inputs_never_read_the_true_timings(corpus, tmp_path):
-    """Corrupt every word, silence and static time in the shards' JSON: the batches, and the model's
-    outputs on them, stay bit-identical (the ground truth is for scoring only)."""
+    """Corrupt every word, phone, silence and static time in the shards' JSON: the batches, and the
+    model's outputs on them (the aligner's CTC posteriors too), stay bit-identical (the ground truth
+    is for scoring only)."""
     from mmchunk.model import ChunkFusionModel
     from mmchunk.training import batch_inputs
 
@@ -379,7 +380,10 @@ def test_model_inputs_never_read_the_true_timings(corpus, tmp_path):
                 data = src.extractfile(member).read()
                 if member.name.endswith(".json"):
                     meta = json.loads(data)
-                    meta["words"] = shifted_words(meta["words"])
+                    meta["words"], meta["phones"] = (
+                        shifted_words(meta["words"]),
+                        shifted_words(meta["phones"]),
+                    )
                     meta["silences"], meta["static"] = shifted(meta["silences"]), shifted(meta["static"])
                     data = json.dumps(meta).encode()
                 member.size = len(data)
@@ -387,7 +391,7 @@ def test_model_inputs_never_read_the_true_timings(corpus, tmp_path):
     config = DataConfig(max_samples=6, video_fps=10.0)
     torch.manual_seed(0)
     encoders = {"audio": {}, "text": {}, "video": {}}
-    model = ChunkFusionModel(dim=32, embed_dim=16, heads=2, encoders=encoders).eval()
+    model = ChunkFusionModel(dim=32, embed_dim=16, heads=2, encoders=encoders, ctc_weight=0.1).eval()
     pairs = zip(make_dataset(corpus / "train", config), make_dataset(tmp_path, config), strict=True)
     for true, corrupt in pairs:
         assert true.meta != corrupt.meta
@@ -402,6 +406,7 @@ def test_model_inputs_never_read_the_true_timings(corpus, tmp_path):
         for name in ("audio_embedding", "text_embedding"):
             assert torch.equal(getattr(out_true, name), getattr(out_corrupt, name)), name
         assert torch.equal(out_true.loss, out_corrupt.loss)
+        assert torch.equal(out_true.ctc.values, out_corrupt.ctc.values)
 
 
 def test_prefetched_keeps_order_raises_and_stops():
