@@ -57,8 +57,13 @@ def ctc_byte_frames(log_probs: Tensor, data: bytes) -> Tensor | None:
 
 def ctc_word_spans(ctc: Ragged, texts: list[str]) -> list[list[tuple[float, float]] | None]:
     """Per sequence of `ctc` (log-probabilities `[T, 257]` of the audio tokens, with their times)
-    the span (s) of each word of `texts[i]`: from the start of the frame that emits its first byte to
-    the end of the frame that emits its last. None where the transcript does not fit the clip's frames."""
+    the span (s) of each word of `texts[i]`, from the best CTC path (`ctc_byte_frames`). A word
+    starts where the separator before it (the first byte after the previous word, a space) is
+    emitted, the first word where its own first byte is, and ends with the frame that emits its last
+    byte. CTC emits a byte once it has heard it, so a word's first letter comes out well into the
+    word, while the separator comes out at the word boundary itself (chosen on training clips: 93 %
+    of words within 100 ms of the true start against 73 % for the first letter; see the README).
+    None where the transcript does not fit the clip's frames."""
     if ctc.t_start is None or ctc.t_end is None:
         raise ValueError("ctc_word_spans: the audio tokens carry no times (t_start, t_end)")
     out: list[list[tuple[float, float]] | None] = []
@@ -70,7 +75,11 @@ def ctc_word_spans(ctc: Ragged, texts: list[str]) -> list[list[tuple[float, floa
             out.append(None)
             continue
         starts, ends = ctc.t_start[lo:hi].detach().cpu(), ctc.t_end[lo:hi].detach().cpu()
-        out.append([(float(starts[frames[a]]), float(ends[frames[z - 1]])) for a, z in word_byte_spans(text)])
+        spans = word_byte_spans(text)
+        opens = [spans[0][0], *(z for _, z in spans[:-1])] if spans else []
+        out.append(
+            [(float(starts[frames[o]]), float(ends[frames[z - 1]])) for o, (_, z) in zip(opens, spans)]
+        )
     return out
 
 

@@ -95,3 +95,12 @@ def test_model_with_a_ctc_head_places_words_and_validation_scores_them():
     assert 0.0 <= scores["align_within_100ms"] <= 5 / 6  # the word of the unplaced clip is a miss
     no_head = ChunkFusionModel(dim=16, embed_dim=8, main_depth=1, heads=2, encoders=small)
     assert no_head(inputs).ctc is None
+
+
+def test_a_word_starts_where_its_separator_is_emitted():
+    log_probs = peaked(12, {1: ord("a"), 3: ord("b"), 5: ord(" "), 8: ord("c"), 10: ord("d")})
+    times = torch.arange(12) * 0.04
+    ctc = Ragged.from_list([log_probs], t_start=[times], t_end=[times + 0.04])
+    (spans,) = ctc_word_spans(ctc, ["ab cd"])
+    flat = [t for span in spans for t in span]
+    assert flat == pytest.approx([0.04, 0.16, 0.20, 0.44])  # "cd" opens with the space at frame 5
