@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import warnings
 
 import torch
 from torch import Tensor
@@ -46,9 +45,7 @@ def ctc_byte_frames(log_probs: Tensor, data: bytes) -> Tensor | None:
     if log_probs.shape[0] < len(data) + repeats:
         return None
     targets = torch.tensor([list(data)], dtype=torch.int32) + 1
-    with warnings.catch_warnings():  # torchaudio announces the API's move; it still computes here
-        warnings.simplefilter("ignore")
-        path, _ = AF.forced_align(log_probs[None].float().cpu(), targets, blank=0)
+    path, _ = AF.forced_align(log_probs[None].float().cpu(), targets, blank=0)
     path = path[0]
     emitted = (path != 0) & torch.cat([torch.ones(1, dtype=torch.bool), path[1:] != path[:-1]])
     frames = emitted.nonzero().squeeze(1)
