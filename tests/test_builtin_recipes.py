@@ -33,7 +33,9 @@ def test_an_existing_file_wins_over_a_built_in_name(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["demo_gpu", "hashhop/demo_cpu", ""])
 def test_unknown_names_list_the_built_in_ones(name):
-    with pytest.raises(ValueError, match=r"no built-in recipe of that name \(built in: ddp_multi_gpu, demo"):
+    with pytest.raises(
+        ValueError, match=r"no built-in recipe of that name \(built in: align_cpu, ddp_multi_gpu, demo"
+    ):
         resolve_recipe(name)
 
 

@@ -45,7 +45,7 @@ def test_demo_json_and_bad_argument():
     missing = run("demo", "--config", "no/such.yaml", "--out", "unused")
     assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
         "mmchunk demo: error: no/such.yaml: no such recipe file, and no built-in recipe of that name "
-        "(built in: ddp_multi_gpu, demo_cpu, hrm_cpu, streaming_cpu)"
+        "(built in: align_cpu, ddp_multi_gpu, demo_cpu, hrm_cpu, streaming_cpu)"
     ]
     assert not Path("unused").exists()
 
@@ -189,7 +189,7 @@ def test_unknown_recipe_name_is_a_one_line_error():
     result = run("fit", "--config", "demo_gpu", "--print_config")
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "mmchunk fit: error: demo_gpu: no such recipe file, and no built-in recipe of that name "
-        "(built in: ddp_multi_gpu, demo_cpu, hrm_cpu, streaming_cpu)"
+        "(built in: align_cpu, ddp_multi_gpu, demo_cpu, hrm_cpu, streaming_cpu)"
     ]
 
 
