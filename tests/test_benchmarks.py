@@ -140,3 +140,35 @@ def test_segmentation_benchmark(trained, tmp_path):
     command = [sys.executable, str(BENCH / "segmentation.py"), "--data", str(data), "--rules", "stride"]
     bad = subprocess.run(command, capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown rule 'stride'" in bad.stderr
+
+
+def test_real_alignment_benchmark(trained, tmp_path):
+    """A spoken file with its transcript and a pocketsphinx-style reference alignment (silences and
+    pronunciation variants included), one without a reference, and a folder with nothing to score."""
+    import json
+
+    from mmchunk.data.synth import synth_sample
+
+    _, sample = synth_sample(0, 4)
+    meta = json.loads(sample["json"])
+    (tmp_path / "a.wav").write_bytes(sample["flac"])  # soundfile reads it by content
+    (tmp_path / "a.txt").write_text(meta["text"])
+    words = [{"t": "<sil>", "b": 0.0, "d": 0.2}]
+    words += [
+        {"t": w["word"] + ("(2)" if i == 1 else ""), "b": w["start"], "d": 0.1}
+        for i, w in enumerate(meta["words"])
+    ]
+    (tmp_path / "a.json").write_text(json.dumps({"w": words}))
+    (tmp_path / "b.wav").write_bytes(sample["flac"])
+    _, ckpt = trained  # no CTC head: the words are spread evenly, and both rows agree
+    out = run("real_alignment.py", "--ckpt", str(ckpt), str(tmp_path))
+    assert "skipped" in out and "b.wav" in out
+    row = next(line for line in out.splitlines() if line.startswith("a.wav")).split()
+    assert row[2] == str(len(meta["words"])) and row[3] == "even"
+    aligned, spread = (line.split()[-4:] for line in out.splitlines() if line.startswith("all,"))
+    assert aligned == spread
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    command = [sys.executable, str(BENCH / "real_alignment.py"), "--ckpt", str(ckpt), str(empty)]
+    bad = subprocess.run(command, capture_output=True, text=True)
+    assert bad.returncode == 2 and "no recording with a transcript" in bad.stderr
