@@ -54,16 +54,23 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_file(name: str) -> bool:
+    """Whether `name` names a file (a long transcript given as text is no file name at all)."""
+    try:
+        return Path(name).is_file()
+    except OSError:
+        return False
+
+
 def _segment(args: argparse.Namespace) -> int:
     from mmchunk.data.decode import decode_text
     from mmchunk.segment import plot_segments, segment_file
 
     if args.stream:
         return _segment_stream(args)
-    text = None
-    if args.text is not None:
-        given = Path(args.text)
-        text = decode_text(given.read_bytes()) if given.is_file() else args.text
+    text = args.text
+    if text is not None and _is_file(text):
+        text = decode_text(Path(text).read_bytes())
     report = segment_file(args.file, args.ckpt, window_s=args.window, text=text)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))

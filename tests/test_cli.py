@@ -147,6 +147,9 @@ def test_segment_with_a_transcript_places_its_words(tmp_path):
     assert starts == sorted(starts) and report["words"][-1]["end"] <= report["duration"] + 1e-3
     literal = json.loads(run("segment", str(tmp_path / "clip.flac"), "--text", "two words", "--json").stdout)
     assert [w["word"] for w in literal["words"]] == ["two", "words"]
+    long = " ".join(["word"] * 100)  # far longer than a file name may be
+    words = json.loads(run("segment", str(tmp_path / "clip.flac"), "--text", long, "--json").stdout)["words"]
+    assert len(words) == 100
     empty = run("segment", str(tmp_path / "clip.flac"), "--text", " ")
     assert "transcript to align is empty" in one_line_error(empty, "segment")
     torch.manual_seed(0)
