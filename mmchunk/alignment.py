@@ -32,9 +32,15 @@ def even_word_spans(text: str, duration: float) -> list[tuple[float, float]]:
     return [(duration * a / n, duration * b / n) for a, b in word_byte_spans(text)]
 
 
+def ascii_lower(data: Tensor) -> Tensor:
+    """UTF-8 bytes `[S]` with A–Z lowered to a–z (every other byte kept, so offsets stay): the CTC
+    head learns and aligns case-free text (LibriSpeech transcripts are upper case, the corpus lower)."""
+    return torch.where((data >= 65) & (data <= 90), data + 32, data)
+
+
 def ctc_byte_frames(log_probs: Tensor, data: bytes) -> Tensor | None:
-    """The frame at which each byte of `data` is first emitted in the best CTC path through
-    `log_probs [T, 257]` (blank 0, byte b → b + 1; torchaudio's forced alignment): `[S]` int64, or
+    """The frame at which each byte of `data` (`ascii_lower`ed) is first emitted in the best CTC path
+    through `log_probs [T, 257]` (blank 0, byte b → b + 1; torchaudio's forced alignment): `[S]` int64, or
     None when the bytes cannot fit in `T` frames (CTC needs one frame per byte plus a blank between
     repeated bytes)."""
     import torchaudio.functional as AF
@@ -44,7 +50,7 @@ def ctc_byte_frames(log_probs: Tensor, data: bytes) -> Tensor | None:
     repeats = sum(a == b for a, b in itertools.pairwise(data))
     if log_probs.shape[0] < len(data) + repeats:
         return None
-    targets = torch.tensor([list(data)], dtype=torch.int32) + 1
+    targets = ascii_lower(torch.tensor([list(data)], dtype=torch.int32)) + 1
     path, _ = AF.forced_align(log_probs[None].float().cpu(), targets, blank=0)
     path = path[0]
     emitted = (path != 0) & torch.cat([torch.ones(1, dtype=torch.bool), path[1:] != path[:-1]])

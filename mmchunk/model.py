@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmchunk.alignment import ascii_lower
 from mmchunk.backbone import ChunkBackbone
 from mmchunk.chunker import ChunkerOutput, DynamicChunker, chunk_targets, ratio_loss
 from mmchunk.chunkspace import MODALITY_IDS, merge_in_time
@@ -73,7 +74,7 @@ class ChunkFusionModel(nn.Module):
     `{"audio": 3}`; default 1, H-Net's single-token comparison); routing_center: modalities whose
     routing input is centred per sequence (`DynamicChunker`'s `routing_center`, e.g. `["video"]`);
     ctc_weight > 0 adds a byte CTC loss of the dechunked audio tokens against the paired transcript
-    (`byte_ctc_loss`: no timings);
+    in lower case (`byte_ctc_loss`: no timings; `ascii_lower`);
     word_weight > 0 adds a bag-of-words loss: the pooled audio chunks predict which of `word_buckets`
     hashed words the paired transcript holds (`bag_of_words_loss`: no timings, no word order);
     chunking=False runs the same network on every encoder token (the fixed-rate baseline);
@@ -209,7 +210,8 @@ class ChunkFusionModel(nn.Module):
                 log_probs = self.ctc_head(tokens).log_softmax(-1)
                 ctc = Ragged(log_probs, feats.cu_seqlens, t_start=feats.t_start, t_end=feats.t_end)
                 if text is not None:
-                    losses["ctc"] = byte_ctc_loss(log_probs, feats.cu_seqlens, text.values, text.cu_seqlens)
+                    target = ascii_lower(text.values)
+                    losses["ctc"] = byte_ctc_loss(log_probs, feats.cu_seqlens, target, text.cu_seqlens)
         return chunks, routing, losses, ctc
 
     def route(self, m: str, raw: Ragged, feats: Ragged) -> ChunkerOutput:

@@ -5,6 +5,7 @@ import torch
 
 from mmchunk.alignment import (
     alignment_scores,
+    ascii_lower,
     ctc_byte_frames,
     ctc_word_spans,
     even_word_spans,
@@ -104,3 +105,11 @@ def test_a_word_starts_where_its_separator_is_emitted():
     (spans,) = ctc_word_spans(ctc, ["ab cd"])
     flat = [t for span in spans for t in span]
     assert flat == pytest.approx([0.04, 0.16, 0.20, 0.44])  # "cd" opens with the space at frame 5
+
+
+def test_alignment_is_case_free():
+    assert ascii_lower(torch.tensor(list("AbZ é@[".encode()))).tolist() == list("abz é@[".encode())
+    log_probs = peaked(12, {1: ord("a"), 3: ord("b"), 5: ord(" "), 8: ord("c"), 10: ord("d")})
+    times = torch.arange(12) * 0.04
+    ctc = Ragged.from_list([log_probs], t_start=[times], t_end=[times + 0.04])
+    assert ctc_word_spans(ctc, ["AB Cd"]) == ctc_word_spans(ctc, ["ab cd"])  # LibriSpeech-style capitals
