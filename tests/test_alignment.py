@@ -73,12 +73,9 @@ def test_alignment_scores_by_hand():
 
 def test_model_with_a_ctc_head_places_words_and_validation_scores_them():
     from mmchunk.evaluation import ValidationAccumulator
-    from mmchunk.model import ChunkFusionModel
-    from tests.test_model import tiny_batch
+    from tests.test_model import small_model, tiny_batch
 
-    torch.manual_seed(0)
-    small = {m: {"depth": 1} for m in ("audio", "text")}
-    model = ChunkFusionModel(dim=16, embed_dim=8, main_depth=1, heads=2, encoders=small, ctc_weight=0.1)
+    model = small_model(ctc_weight=0.1)
     inputs = {m: x for m, x in tiny_batch().items() if m != "video"}
     out = model(inputs)
     assert out.ctc.values.shape == (out.routing["audio"].residual.shape[0], 257) and "ctc" in out.losses
@@ -94,8 +91,7 @@ def test_model_with_a_ctc_head_places_words_and_validation_scores_them():
     scores = acc.compute()
     assert scores["align_words"] == scores["even_align_words"] == 6
     assert 0.0 <= scores["align_within_100ms"] <= 5 / 6  # the word of the unplaced clip is a miss
-    no_head = ChunkFusionModel(dim=16, embed_dim=8, main_depth=1, heads=2, encoders=small)
-    assert no_head(inputs).ctc is None
+    assert small_model()(inputs).ctc is None
 
 
 def test_a_word_starts_where_its_separator_is_emitted():

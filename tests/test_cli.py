@@ -130,9 +130,9 @@ def test_segment_command(tmp_path):
 
 def test_segment_with_a_transcript_places_its_words(tmp_path):
     from mmchunk.data.synth import synth_sample
-    from mmchunk.model import ChunkFusionModel
     from mmchunk.ragged import Ragged
     from mmchunk.segment import place_words
+    from tests.test_model import small_model
 
     _, sample = synth_sample(0, 2)
     (tmp_path / "clip.flac").write_bytes(sample["flac"])
@@ -152,11 +152,7 @@ def test_segment_with_a_transcript_places_its_words(tmp_path):
     assert len(words) == 100
     empty = run("segment", str(tmp_path / "clip.flac"), "--text", " ")
     assert "transcript to align is empty" in one_line_error(empty, "segment")
-    torch.manual_seed(0)
-    small = {"audio": {"depth": 1}, "text": {"depth": 1}}
-    model = ChunkFusionModel(
-        dim=16, embed_dim=8, main_depth=1, heads=2, encoders=small, ctc_weight=0.1
-    ).eval()
+    model = small_model(ctc_weight=0.1).eval()
     wave = torch.from_numpy(soundfile.read(tmp_path / "clip.flac", dtype="float32")[0])
     words, method = place_words(model, Ragged.from_list([wave]), meta["text"], meta["duration"])
     assert method == "ctc" and [w["word"] for w in words] == meta["text"].split()

@@ -397,6 +397,14 @@ def tiny_batch():
     return {"audio": audio, "text": text, "video": video}
 
 
+def small_model(modalities: tuple[str, ...] = ("audio", "text"), **kwargs) -> ChunkFusionModel:
+    """The tests' common model: seeded, 32 wide, one block per encoder and main network, on
+    `modalities`; `kwargs` go to `ChunkFusionModel`."""
+    torch.manual_seed(0)
+    encoders = {m: {"depth": 1} for m in modalities}
+    return ChunkFusionModel(dim=32, embed_dim=16, main_depth=1, heads=2, encoders=encoders, **kwargs)
+
+
 def test_fusion_model_trains_every_part():
     torch.manual_seed(0)
     small = {m: {"depth": 1} for m in ("audio", "text", "video")}
@@ -426,9 +434,7 @@ def test_fusion_model_trains_every_part():
 
 def test_match_weight_zero_skips_the_fusion_pass():
     """The demo recipe's setting: no matching loss, and no fusion stack run in training."""
-    torch.manual_seed(0)
-    small = {m: {"depth": 1} for m in ("audio", "text")}
-    model = ChunkFusionModel(dim=32, embed_dim=16, main_depth=1, heads=2, encoders=small, match_weight=0.0)
+    model = small_model(match_weight=0.0)
     batch = tiny_batch()
     out = model({"audio": batch["audio"], "text": batch["text"]})
     assert "match" not in out.losses
@@ -441,9 +447,7 @@ def test_match_weight_zero_skips_the_fusion_pass():
 
 
 def test_ctc_weight_adds_a_byte_ctc_loss_that_trains_the_hierarchy():
-    torch.manual_seed(0)
-    small = {m: {"depth": 1} for m in ("audio", "text")}
-    model = ChunkFusionModel(dim=32, embed_dim=16, main_depth=1, heads=2, encoders=small, ctc_weight=0.5)
+    model = small_model(ctc_weight=0.5)
     batch = tiny_batch()
     out = model({"audio": batch["audio"], "text": batch["text"]})
     assert torch.isfinite(out.losses["ctc"]) and out.losses["ctc"] > 0
@@ -454,13 +458,11 @@ def test_ctc_weight_adds_a_byte_ctc_loss_that_trains_the_hierarchy():
     for name in ("ctc_head.1.weight", "main.inner.0.mixer.qkv.weight", "encoders.audio.proj.weight"):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
-    assert ChunkFusionModel(dim=32, embed_dim=16, encoders=small).ctc_head is None
+    assert small_model().ctc_head is None
 
 
 def test_word_weight_adds_a_bag_of_words_loss_that_trains_the_audio_tower():
-    torch.manual_seed(0)
-    small = {m: {"depth": 1} for m in ("audio", "text")}
-    model = ChunkFusionModel(dim=32, embed_dim=16, main_depth=1, heads=2, encoders=small, word_weight=0.5)
+    model = small_model(word_weight=0.5)
     batch = tiny_batch()
     out = model({"audio": batch["audio"], "text": batch["text"]})
     assert torch.isfinite(out.losses["words"]) and out.losses["words"] > 0
@@ -472,13 +474,11 @@ def test_word_weight_adds_a_bag_of_words_loss_that_trains_the_audio_tower():
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
     assert dict(model.named_parameters())["encoders.text.embed.weight"].grad is None  # audio only
-    assert ChunkFusionModel(dim=32, embed_dim=16, encoders=small).word_head is None
+    assert small_model().word_head is None
 
 
 def test_two_stage_model_adds_second_routing_and_trains_it():
-    torch.manual_seed(0)
-    small = {m: {"depth": 1} for m in ("audio", "text", "video")}
-    model = ChunkFusionModel(dim=32, embed_dim=16, main_depth=1, heads=2, encoders=small, stages=2)
+    model = small_model(("audio", "text", "video"), stages=2)
     out = model(tiny_batch())
     for m in ("audio", "text", "video"):
         fine, coarse = out.routing[m], out.routing[f"{m}_stage2"]

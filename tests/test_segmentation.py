@@ -15,7 +15,7 @@ from mmchunk.segmentation import (
     random_boundaries,
     time_boundaries,
 )
-from tests.test_model import tiny_batch
+from tests.test_model import small_model, tiny_batch
 
 
 def cu(lengths):
@@ -86,10 +86,8 @@ def test_chunker_with_imposed_boundaries_pools_and_dechunks_plainly():
 
 
 def test_model_with_fixed_audio_segmentation_trains_without_audio_ratio_loss():
-    torch.manual_seed(0)
-    small = {m: {"depth": 1} for m in ("audio", "text", "video")}
     rule = {"audio": {"rule": "fixed", "frames_per_chunk": 2.5}}
-    model = ChunkFusionModel(dim=32, embed_dim=16, main_depth=1, heads=2, encoders=small, segmentation=rule)
+    model = small_model(("audio", "text", "video"), segmentation=rule)
     out = model(tiny_batch())
     routing = out.routing["audio"]
     frames = model.encoders["audio"](tiny_batch()["audio"]).cu_seqlens.diff().tolist()
