@@ -40,15 +40,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("folders", nargs="+", type=Path, help="folders of NAME.wav + NAME.txt + NAME.json")
     parser.add_argument("--ckpt", type=Path, required=True, help="a checkpoint with a CTC head (align_cpu)")
     args = parser.parse_args(argv)
-    rows, predicted, even, reference = [], [], [], []
+    rows, predicted, even, reference, skipped = [], [], [], [], 0
     for wav in sorted(p for folder in args.folders for p in folder.glob("*.wav")):
         if not wav.with_suffix(".txt").is_file() or not wav.with_suffix(".json").is_file():
             print(f"skipped {wav}: no .txt transcript or .json alignment beside it")
+            skipped += 1
             continue
         text = wav.with_suffix(".txt").read_text().strip()
         ref = reference_words(wav.with_suffix(".json"))
         if [w["word"] for w in ref] != text.split():
             print(f"skipped {wav}: the alignment's words are not the transcript's")
+            skipped += 1
             continue
         report = segment_file(wav, args.ckpt, text=text)
         predicted.append([w["start"] for w in report["words"]])
@@ -57,13 +59,14 @@ def main(argv: list[str] | None = None) -> None:
         one = alignment_scores(predicted[-1:], reference[-1:])
         rows.append((wav.name, report["duration"], len(ref), report["alignment"], one))
     if not rows:
-        parser.error("no recording with a transcript and a reference alignment")
+        parser.error(f"no recording with a transcript and a reference alignment ({skipped} skipped)")
     print(f"{'file':<48}{'s':>6}{'words':>7}  method  {'≤50 ms':>7}{'≤100 ms':>8}{'median ms':>10}")
     for name, seconds, count, method, s in rows:
         print(f"{name:<48}{seconds:>6.2f}{count:>7}  {method:<6}  {cells(s)}")
     for label, placed in (("all, aligned", predicted), ("all, evenly spread", even)):
         s = alignment_scores(placed, reference)
         print(f"{label:<48}{'':>6}{int(s['align_words']):>7}  {'':<6}  {cells(s)}")
+    print(f"{len(rows)} recordings scored, {skipped} skipped")
 
 
 if __name__ == "__main__":

@@ -162,7 +162,7 @@ def test_real_alignment_benchmark(trained, tmp_path):
     (tmp_path / "b.wav").write_bytes(sample["flac"])
     _, ckpt = trained  # no CTC head: the words are spread evenly, and both rows agree
     out = run("real_alignment.py", "--ckpt", str(ckpt), str(tmp_path))
-    assert "skipped" in out and "b.wav" in out
+    assert "skipped" in out and "b.wav" in out and "1 recordings scored, 1 skipped" in out
     row = next(line for line in out.splitlines() if line.startswith("a.wav")).split()
     assert row[2] == str(len(meta["words"])) and row[3] == "even"
     aligned, spread = (line.split()[-4:] for line in out.splitlines() if line.startswith("all,"))
