@@ -11,18 +11,29 @@ import statistics
 import torch
 from torch import Tensor
 
+from mmchunk.chunker import ChunkerOutput
 from mmchunk.ragged import Ragged
 
 
-def word_byte_spans(text: str) -> list[tuple[int, int]]:
-    """Byte offsets `(first, past the last)` of every word of `text` (words: `text.split()`)."""
+def word_byte_spans(text: str | bytes) -> list[tuple[int, int]]:
+    """Byte offsets `(first, past the last)` of every word of `text` (UTF-8; words split at ASCII
+    whitespace)."""
     spans, position = [], 0
-    data = text.encode()
-    for word in text.split():
-        first = data.index(word.encode(), position)
-        position = first + len(word.encode())
+    data = text.encode() if isinstance(text, str) else text
+    for word in data.split():
+        first = data.index(word, position)
+        position = first + len(word)
         spans.append((first, position))
     return spans
+
+
+def word_open_bytes(spans: list[tuple[int, int]]) -> list[int]:
+    """The byte at which the aligner opens each word of `spans` (`word_byte_spans`): the separator
+    before it (the first byte after the previous word), for the first word its own first byte. CTC
+    emits a byte once it has heard it, so a word's first letter comes out well into the word, while
+    the separator comes out at the word boundary itself (chosen on training clips: 93 % of words
+    within 100 ms of the true start against 73 % for the first letter; see the README)."""
+    return [spans[0][0], *(z for _, z in spans[:-1])] if spans else []
 
 
 def even_word_spans(text: str, duration: float) -> list[tuple[float, float]]:
@@ -60,13 +71,9 @@ def ctc_byte_frames(log_probs: Tensor, data: bytes) -> Tensor | None:
 
 def ctc_word_spans(ctc: Ragged, texts: list[str]) -> list[list[tuple[float, float]] | None]:
     """Per sequence of `ctc` (log-probabilities `[T, 257]` of the audio tokens, with their times)
-    the span (s) of each word of `texts[i]`, from the best CTC path (`ctc_byte_frames`). A word
-    starts where the separator before it (the first byte after the previous word, a space) is
-    emitted, the first word where its own first byte is, and ends with the frame that emits its last
-    byte. CTC emits a byte once it has heard it, so a word's first letter comes out well into the
-    word, while the separator comes out at the word boundary itself (chosen on training clips: 93 %
-    of words within 100 ms of the true start against 73 % for the first letter; see the README).
-    None where the transcript does not fit the clip's frames."""
+    the span (s) of each word of `texts[i]`, from the best CTC path (`ctc_byte_frames`): a word
+    starts with the frame that emits its opening byte (`word_open_bytes`) and ends with the one
+    that emits its last byte. None where the transcript does not fit the clip's frames."""
     if ctc.t_start is None or ctc.t_end is None:
         raise ValueError("ctc_word_spans: the audio tokens carry no times (t_start, t_end)")
     out: list[list[tuple[float, float]] | None] = []
@@ -79,11 +86,31 @@ def ctc_word_spans(ctc: Ragged, texts: list[str]) -> list[list[tuple[float, floa
             continue
         starts, ends = ctc.t_start[lo:hi].detach().cpu(), ctc.t_end[lo:hi].detach().cpu()
         spans = word_byte_spans(text)
-        opens = [spans[0][0], *(z for _, z in spans[:-1])] if spans else []
+        opens = word_open_bytes(spans)
         out.append(
             [(float(starts[frames[o]]), float(ends[frames[z - 1]])) for o, (_, z) in zip(opens, spans)]
         )
     return out
+
+
+def ctc_word_onsets(ctc: Ragged, separator: int = ord(" ")) -> list[list[float]]:
+    """Word onsets without a transcript: per sequence of `ctc` (log-probabilities `[T, 257]` of the
+    audio tokens, with their times), the start times (s) of the tokens where the best path per token
+    (greedy CTC decoding) opens a word, the first non-blank token and the first of each run of the
+    `separator` byte (CTC emits the separator at the word boundary; see `word_open_bytes`)."""
+    if ctc.t_start is None:
+        raise ValueError("ctc_word_onsets: the audio tokens carry no times (t_start)")
+    best = ctc.values.detach().argmax(-1)
+    opens = best == separator + 1
+    opens[1:] &= best[1:] != best[:-1]
+    onsets = []
+    for lo, hi in itertools.pairwise(ctc.cu_seqlens.tolist()):
+        emitted = (best[lo:hi] != 0).nonzero().squeeze(1)
+        mask = opens[lo:hi].clone()
+        if emitted.numel():
+            mask[emitted[0]] = True
+        onsets.append(ctc.t_start[lo:hi][mask].tolist())
+    return onsets
 
 
 def alignment_scores(predicted: list[list[float] | None], reference: list[list[float]]) -> dict[str, float]:
@@ -106,3 +133,66 @@ def alignment_scores(predicted: list[list[float] | None], reference: list[list[f
         "align_median_error_ms": 1000 * statistics.median(errors),
         "align_words": float(len(errors)),
     }
+
+
+def batch_byte_frames(log_probs: Tensor, cu_seqlens: Tensor, text: Ragged) -> list[Tensor | None]:
+    """`ctc_byte_frames` of every sample: the audio tokens' log-probabilities `[T, 257]` in sequences
+    `cu_seqlens [B+1]`, one transcript per sample in `text` (bytes `[S]`); per sample the frame
+    (counted within the sample) that emits each transcript byte, or None where it does not fit."""
+    cu, text_cu = cu_seqlens.tolist(), text.cu_seqlens.tolist()
+    values, log_probs = text.values.long().cpu(), log_probs.detach()
+    return [
+        ctc_byte_frames(log_probs[cu[b] : cu[b + 1]], bytes(values[text_cu[b] : text_cu[b + 1]].tolist()))
+        for b in range(len(cu) - 1)
+    ]
+
+
+def onset_chunk_targets(
+    frames: list[Tensor | None], cu_seqlens: Tensor, text: Ragged, routed: ChunkerOutput
+) -> tuple[Tensor, Tensor]:
+    """Routing targets at word onsets from the model's own CTC alignment (self-distillation: no
+    timings). Per chunk of `routed.chunks` (the stage below the one being trained, chunking tokens
+    `[T]` with `cu_seqlens [B+1]`): `[C]` float, 1 for the chunk whose first token lies nearest a
+    word's opening frame (`word_open_bytes` of the transcript bytes `text`, one sequence per sample,
+    at their `batch_byte_frames`), else 0; and `[C]` bool, the chunks to score: every chunk of a
+    sample whose transcript fits its frames, but the first (always a boundary)."""
+    count = routed.chunks.num_tokens
+    device = routed.probs.device
+    target = torch.zeros(count, device=device)
+    scored = torch.zeros(count, dtype=torch.bool, device=device)
+    starts = routed.boundary_mask.nonzero().squeeze(1)
+    cu, chunk_cu, text_cu = cu_seqlens.tolist(), routed.chunks.cu_seqlens.tolist(), text.cu_seqlens.tolist()
+    values = text.values.long().cpu()
+    for b, placed in enumerate(frames):
+        lo, hi = chunk_cu[b], chunk_cu[b + 1]
+        if placed is None or hi == lo:
+            continue
+        scored[lo + 1 : hi] = True
+        data = bytes(values[text_cu[b] : text_cu[b + 1]].tolist())
+        onsets = placed[word_open_bytes(word_byte_spans(data))].to(device) + cu[b]
+        if onsets.numel():
+            nearest = (starts[lo:hi][None, :] - onsets[:, None]).abs().argmin(1)
+            target[lo + nearest] = 1.0
+    return target, scored
+
+
+def aligned_byte_times(frames: list[Tensor | None], ctc: Ragged, text: Ragged) -> tuple[Tensor, Tensor]:
+    """Every byte of `text` (`[S]`, one transcript per sample) placed on the audio's time axis at its
+    `batch_byte_frames` of the audio tokens `ctc` (with their times): a byte starts with the audio
+    token that emits it and ends where the next byte starts (the last with its token). A sample
+    whose transcript does not fit its frames keeps `text`'s own times. Returns `(t_start [S], t_end [S])`."""
+    if ctc.t_start is None or ctc.t_end is None or text.t_start is None or text.t_end is None:
+        raise ValueError(
+            "aligned_byte_times: the audio tokens and the text bytes need times (t_start, t_end)"
+        )
+    t_start, t_end = text.t_start.clone(), text.t_end.clone()
+    cu, text_cu = ctc.cu_seqlens.tolist(), text.cu_seqlens.tolist()
+    for b, placed in enumerate(frames):
+        lo, hi = text_cu[b], text_cu[b + 1]
+        if placed is None or hi == lo:
+            continue
+        index = placed.to(ctc.t_start.device) + cu[b]
+        starts = ctc.t_start[index].to(t_start.dtype)
+        t_start[lo:hi] = starts
+        t_end[lo:hi] = torch.cat([starts[1:], ctc.t_end[index[-1:]].to(t_end.dtype)])
+    return t_start, t_end

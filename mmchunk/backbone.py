@@ -34,6 +34,7 @@ class ChunkBackbone(nn.Module):
         stages: int = 1,
         window: int = 16,
         moe: dict | None = None,
+        tied_routing: bool = True,
     ) -> None:
         super().__init__()
         if stages not in STAGES:
@@ -51,7 +52,7 @@ class ChunkBackbone(nn.Module):
         )
         self.inner = MixerStack(dim, depth, "attention", heads, moe=moe if "inner" in moe_stages else None)
         self.chunker = (
-            DynamicChunker(dim, pooling="mean", num_modalities=len(MODALITY_IDS), tied_routing=True)
+            DynamicChunker(dim, pooling="mean", num_modalities=len(MODALITY_IDS), tied_routing=tied_routing)
             if stages == 2
             else None
         )

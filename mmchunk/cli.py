@@ -83,6 +83,11 @@ def _segment(args: argparse.Namespace) -> int:
             label = f"  {chunk['modality']}" if several else ""
             text = f"  bytes {chunk['byte0']}–{chunk['byte1']}  {chunk['text']!r}" if "text" in chunk else ""
             print(f"  {chunk['t0']:8.3f} – {chunk['t1']:8.3f} s{label}{text}")
+        if "word_onsets" in report:
+            print(
+                "word onsets (CTC head, no transcript): "
+                + " ".join(f"{t:.2f}" for t in report["word_onsets"])
+            )
         if "words" in report:
             print(f"words ({report['alignment']} alignment):")
             for word in report["words"]:

@@ -40,11 +40,13 @@ BOUNDARY_SCORES = (
     ("audio", "words", "boundary", (20, 50)),
     ("audio", "phones", "phone_boundary", (20,)),
     ("audio_stage2", "words", "stage2_boundary", (20, 50)),
+    ("audio_words", "words", "word_boundary", (20, 50)),
     ("audio_fixed", "words", "fixed_boundary", (20, 50)),
     ("audio_random", "words", "random_boundary", (20, 50)),
 )
 """(routing scored, the JSON's reference spans, score prefix, tolerances in ms); `audio_fixed` and
-`audio_random` are the baseline segmentations at the learned audio compression (`_baselines`)."""
+`audio_random` are the baseline segmentations at the learned audio compression (`_baselines`),
+`audio_words` the word onsets of a CTC head without the transcript (`ctc_word_onsets`)."""
 
 
 class ValidationAccumulator:
@@ -75,10 +77,12 @@ class ValidationAccumulator:
         metas: list[dict],
         owner: Tensor | None = None,
         word_starts: list[list[float] | None] | None = None,
+        word_onsets: list[list[float]] | None = None,
     ) -> None:
         """Add one batch: audio embeddings `[B, E]`, caption embeddings `[M, E]` with the batch index
-        of each caption's clip `owner [M]` (None: one caption per clip, in order), and the transcript
-        words' predicted start times per clip (None: no aligner; a clip's None: not placed)."""
+        of each caption's clip `owner [M]` (None: one caption per clip, in order), the transcript
+        words' predicted start times per clip (None: no aligner; a clip's None: not placed), and the
+        word onsets found without the transcript per clip (None: no CTC head)."""
         self.audio.append(audio_emb.detach().float().cpu())
         self.text.append(text_emb.detach().float().cpu())
         owner = torch.arange(audio_emb.shape[0]) if owner is None else owner.detach().cpu().long()
@@ -95,6 +99,8 @@ class ValidationAccumulator:
         self.metas.extend(metas)
         if word_starts is not None:
             self.word_starts.extend(word_starts)
+        if word_onsets is not None:
+            self.predicted.setdefault("audio_words", []).extend(word_onsets)
 
     def _on_one_axis(self, boundaries: list[list[float]], key: str) -> tuple[list[float], list[float]]:
         """The `boundaries` of every clip and the starts of the JSON's `key` spans (words, phones), the
@@ -146,7 +152,8 @@ class ValidationAccumulator:
         datasets have none): the audio chunk rate per second of speech (outside the silences),
         boundary P/R/F1/R-value at 20 and 50 ms against word onsets and at 20 ms against phone
         onsets (`BOUNDARY_SCORES`; a second stage's, fixed-stride pooling's and random boundaries'
-        at the learned compression against word onsets), word placement
+        at the learned compression, and a CTC head's transcript-free word onsets against word
+        onsets), word placement
         (`alignment_scores` of the aligner and of the evenly-spread rule), and the share of audio boundaries
         inside silences (video: inside static spans, more than a token period from their edges)
         beside the share of time those spans take."""

@@ -10,6 +10,7 @@ predict each next token's encoder feature, which (as in H-Net) trains the routin
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmchunk.alignment import ascii_lower
+from mmchunk.alignment import aligned_byte_times, ascii_lower, batch_byte_frames, onset_chunk_targets
 from mmchunk.backbone import ChunkBackbone
 from mmchunk.chunker import ChunkerOutput, DynamicChunker, chunk_targets, ratio_loss
 from mmchunk.chunkspace import MODALITY_IDS, merge_in_time
@@ -74,7 +75,11 @@ class ChunkFusionModel(nn.Module):
     `{"audio": 3}`; default 1, H-Net's single-token comparison); routing_center: modalities whose
     routing input is centred per sequence (`DynamicChunker`'s `routing_center`, e.g. `["video"]`);
     ctc_weight > 0 adds a byte CTC loss of the dechunked audio tokens against the paired transcript
-    in lower case (`byte_ctc_loss`: no timings; `ascii_lower`);
+    in lower case (`byte_ctc_loss`: no timings; `ascii_lower`); onset_weight > 0 (with stages=2 and
+    the CTC head) trains the second stage's routing toward word onsets: binary cross-entropy against
+    the fine chunks nearest the words' openings on the CTC head's own alignment of the transcript
+    (`onset_chunk_targets`: self-distilled, no timings), so at inference, audio alone, the coarse
+    chunks are words;
     word_weight > 0 adds a bag-of-words loss: the pooled audio chunks predict which of `word_buckets`
     hashed words the paired transcript holds (`bag_of_words_loss`: no timings, no word order);
     chunking=False runs the same network on every encoder token (the fixed-rate baseline);
@@ -107,12 +112,19 @@ class ChunkFusionModel(nn.Module):
         routing_windows: Mapping[str, int] | None = None,
         routing_center: Sequence[str] = (),
         ctc_weight: float = 0.0,
+        onset_weight: float = 0.0,
         word_weight: float = 0.0,
         word_buckets: int = 4096,
         segmentation: Mapping[str, dict] | None = None,
     ) -> None:
         super().__init__()
         self.ratio_per_sequence = ratio_per_sequence
+        if onset_weight > 0 and (stages != 2 or ctc_weight <= 0 or backbone != "chunk"):
+            raise ValueError(
+                "onset_weight: word-onset routing trains a second chunking stage from the CTC head's "
+                f"alignment: it needs stages: 2 and ctc_weight > 0 (got stages {stages}, ctc_weight "
+                f"{ctc_weight}, backbone {backbone!r})"
+            )
         encoders = dict(encoders) if encoders is not None else {"audio": {}, "text": {}, "video": {}}
         if "audio" not in encoders or "text" not in encoders:
             raise ValueError("ChunkFusionModel needs at least the audio and text encoders")
@@ -142,7 +154,14 @@ class ChunkFusionModel(nn.Module):
         moe_weight = moe.pop("weight", 0.01)
         if backbone == "chunk":
             self.main = ChunkBackbone(
-                dim, main_depth, heads, outer_depth, outer_mixer, stages, moe=moe or None
+                dim,
+                main_depth,
+                heads,
+                outer_depth,
+                outer_mixer,
+                stages,
+                moe=moe or None,
+                tied_routing=onset_weight == 0,
             )
         elif backbone == "hrm":
             self.main = HRMBackbone(dim, heads, **(hrm or {}))
@@ -169,6 +188,7 @@ class ChunkFusionModel(nn.Module):
             "match": match_weight,
             "moe": moe_weight,
             "ctc": ctc_weight,
+            "onset": onset_weight,
             "words": word_weight,
         }
 
@@ -182,9 +202,14 @@ class ChunkFusionModel(nn.Module):
     ) -> tuple[dict[str, Ragged], dict[str, ChunkerOutput], dict[str, Tensor], Ragged | None]:
         """Per modality present in `inputs`: main-network chunk outputs, routing (with two stages also
         `"{m}_stage2"`), and the routing losses (ratio loss against the modality's target and the
-        second stage's, next-feature prediction through dechunk; CTC with a transcript); and with a
-        CTC head, the audio tokens' byte log-probabilities `[T, 257]` (None without)."""
-        chunks, routing, losses, ctc = {}, {}, {}, None
+        second stage's, next-feature prediction through dechunk; CTC and word onsets with a
+        transcript); and with a CTC head, the audio tokens' byte log-probabilities `[T, 257]` (None
+        without). With a CTC head and a transcript the text chunks carry the times of their bytes on
+        the audio's axis (`aligned_byte_times`: the model's own alignment, never the data's), not the
+        text's own: the common chunk space of `fuse`. Training skips that alignment where no loss
+        reads it (no matching or onset loss)."""
+        chunks, routing, losses, ctc, frames = {}, {}, {}, None, None
+        text = inputs.get("text")
         for m, x in inputs.items():
             if x is None or m not in self.encoders or x.num_tokens == 0:
                 continue
@@ -205,14 +230,32 @@ class ChunkFusionModel(nn.Module):
                 )
             tokens = self.chunker.dechunk(mixed, routed)
             losses[f"predict_{m}"] = self._next_feature_loss(m, tokens, feats)
-            text = inputs.get("text")
-            if m == "audio" and self.ctc_head is not None:
-                log_probs = self.ctc_head(tokens).log_softmax(-1)
-                ctc = Ragged(log_probs, feats.cu_seqlens, t_start=feats.t_start, t_end=feats.t_end)
-                if text is not None:
-                    target = ascii_lower(text.values)
-                    losses["ctc"] = byte_ctc_loss(log_probs, feats.cu_seqlens, target, text.cu_seqlens)
+            if m != "audio" or self.ctc_head is None:
+                continue
+            log_probs = self.ctc_head(tokens).log_softmax(-1)
+            ctc = Ragged(log_probs, feats.cu_seqlens, t_start=feats.t_start, t_end=feats.t_end)
+            if text is None or text.num_tokens == 0:
+                continue
+            losses["ctc"] = byte_ctc_loss(
+                log_probs, feats.cu_seqlens, ascii_lower(text.values), text.cu_seqlens
+            )
+            if not self.training or self.weights["match"] > 0 or self.weights["onset"] > 0:
+                frames = batch_byte_frames(log_probs, feats.cu_seqlens, text)
+            if inner is not None and self.weights["onset"] > 0:
+                losses["onset"] = self._onset_loss(frames, feats.cu_seqlens, text, routed, inner)
+        if frames is not None and "text" in chunks and text.t_start is not None and ctc.t_start is not None:
+            chunks["text"] = self._aligned_text(chunks["text"], routing["text"], frames, ctc, text)
         return chunks, routing, losses, ctc
+
+    @staticmethod
+    def _aligned_text(
+        chunks: Ragged, routed: ChunkerOutput, frames: list[Tensor | None], ctc: Ragged, text: Ragged
+    ) -> Ragged:
+        """The text chunks `[C, D]`, each spanning its bytes' `aligned_byte_times`."""
+        starts, ends = aligned_byte_times(frames, ctc, text)
+        first = routed.boundary_mask.nonzero().squeeze(1)
+        last = F.pad(first[1:], (0, 1), value=routed.boundary_mask.numel()) - 1
+        return dataclasses.replace(chunks, t_start=starts[first], t_end=ends[last])
 
     def route(self, m: str, raw: Ragged, feats: Ragged) -> ChunkerOutput:
         """Modality `m`'s encoder tokens `feats [T, D]` (from the input `raw`) through the shared
@@ -230,6 +273,22 @@ class ChunkFusionModel(nn.Module):
             rate = getattr(self.encoders[m], "sample_rate", None)
             imposed = self.segmentation[m].boundaries(feats, raw, rate).to(feats.values.device)
         return self.chunker(tagged, imposed)
+
+    @staticmethod
+    def _onset_loss(
+        frames: list[Tensor | None],
+        cu_seqlens: Tensor,
+        text: Ragged,
+        routed: ChunkerOutput,
+        inner: ChunkerOutput,
+    ) -> Tensor:
+        """Binary cross-entropy of the second stage's boundary probabilities `inner.probs [C]` against
+        the word-onset chunks of the CTC alignment `frames` (`onset_chunk_targets` over `routed`'s chunks)."""
+        target, scored = onset_chunk_targets(frames, cu_seqlens, text, routed)
+        if not scored.any():
+            return inner.probs.sum() * 0.0
+        probs = inner.probs[scored].float().clamp(1e-6, 1.0 - 1e-6)
+        return F.binary_cross_entropy(probs, target[scored])
 
     def _next_feature_loss(self, m: str, tokens: Tensor, feats: Ragged) -> Tensor:
         """Cosine loss of predicting token t+1's encoder feature from the dechunked output `tokens
@@ -297,7 +356,7 @@ class ChunkFusionModel(nn.Module):
             total = total + self.weights["match"] * losses["match"]
         for name, value in list(losses.items()):
             kind = name.split("_")[0]
-            if kind in ("ratio", "predict", "moe", "ctc", "words"):
+            if kind in ("ratio", "predict", "moe", "ctc", "onset", "words"):
                 total = total + self.weights[kind] * value
         losses["total"] = total
         return FusionOutput(emb["audio"], emb["text"], routing, losses, ctc)

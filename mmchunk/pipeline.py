@@ -29,7 +29,8 @@ from mmchunk.vad import vad_baselines
 RECIPE = "demo_cpu"  # the built-in recipe the demo trains
 SUMMARY_KEYS = (
     "a2t_R@1", "t2a_R@1", "a2t_mAP@10", "t2a_mAP@10", "boundary_f1_20ms", "boundary_f1_50ms",
-    "boundary_r_value_50ms", "baseline_boundary_f1_50ms", "silero_boundary_f1_50ms", "fixed_boundary_f1_50ms",
+    "boundary_r_value_50ms", "word_boundary_f1_50ms", "word_boundary_r_value_50ms",
+    "baseline_boundary_f1_50ms", "silero_boundary_f1_50ms", "fixed_boundary_f1_50ms",
     "random_boundary_f1_50ms", "phone_boundary_f1_20ms", "align_within_100ms", "align_median_error_ms",
     "even_align_within_100ms", "even_align_median_error_ms", "compression_audio", "chunk_rate_audio_hz",
     "chunk_rate_audio_speech_hz", "silence_boundary_fraction", "silence_time_fraction", "compression_video",
@@ -162,16 +163,19 @@ def run_pipeline(
 
 
 def demo_targets(scores: dict) -> dict[str, tuple[str, bool]]:
-    """The demo's targets on the validation split: metric → (the target in words, met or not)."""
+    """The demo's targets on the validation split: metric → (the target in words, met or not). The
+    word-onset targets apply to a CTC head's transcript-free word onsets (`word_boundary_*`) where
+    the model has one, else to the chunk boundaries."""
     vad = max(scores.get("baseline_boundary_f1_50ms", 0.0), scores.get("silero_boundary_f1_50ms", 0.0))
+    words = "word_boundary" if "word_boundary_f1_50ms" in scores else "boundary"
     checks = {
         "a2t_R@1": ("≥ 0.85", scores["a2t_R@1"] >= 0.85),
         "t2a_R@1": ("≥ 0.85", scores["t2a_R@1"] >= 0.85),
-        "boundary_f1_50ms": (
+        f"{words}_f1_50ms": (
             f"≥ 0.6 and ≥ the better VAD + 0.1 ({vad + 0.1:.3f})",
-            scores["boundary_f1_50ms"] >= max(0.6, vad + 0.1),
+            scores[f"{words}_f1_50ms"] >= max(0.6, vad + 0.1),
         ),
-        "boundary_r_value_50ms": ("≥ 0.6", scores.get("boundary_r_value_50ms", 0.0) >= 0.6),
+        f"{words}_r_value_50ms": ("≥ 0.6", scores.get(f"{words}_r_value_50ms", 0.0) >= 0.6),
     }
     if "align_within_100ms" in scores:
         checks["align_within_100ms"] = ("≥ 0.8", scores["align_within_100ms"] >= 0.8)

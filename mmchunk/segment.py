@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from mmchunk.alignment import ctc_word_spans, even_word_spans
+from mmchunk.alignment import ctc_word_onsets, ctc_word_spans, even_word_spans
 from mmchunk.atomic import atomic_write
 from mmchunk.checkpoint import load_model
 from mmchunk.data.decode import (
@@ -82,16 +82,12 @@ def audio_chunks(starts: torch.Tensor, frames: int, length: int, hop: int, rate:
     return [{"modality": "audio", "t0": a, "t1": b} for a, b in itertools.pairwise(seconds)]
 
 
-def place_words(model: ChunkFusionModel, audio: Ragged, text: str, duration: float) -> tuple[list[dict], str]:
-    """The words of `text` on the time axis of the one-clip audio batch `audio` (samples `[N]`):
-    `[{"word", "start", "end"}]` in s and the method: "ctc" (forced alignment on the model's CTC
-    head, `mmchunk.alignment`), or "even" (bytes spread evenly over `duration`) for a model without
-    a CTC head or a transcript too long for the clip's frames. No true timing is read."""
-    spans = None
-    if model.ctc_head is not None:
-        with torch.no_grad():
-            *_, ctc = model.encode({"audio": audio})
-        spans = ctc_word_spans(ctc, [text])[0]
+def place_words(ctc: Ragged | None, text: str, duration: float) -> tuple[list[dict], str]:
+    """The words of `text` on the time axis of one clip: `[{"word", "start", "end"}]` in s and the
+    method: "ctc" (forced alignment on the CTC head's log-probabilities `ctc [T, 257]` of the clip,
+    `mmchunk.alignment`), or "even" (bytes spread evenly over `duration`) without a CTC head (None)
+    or for a transcript too long for the clip's frames. No true timing is read."""
+    spans = None if ctc is None else ctc_word_spans(ctc, [text])[0]
     method = "ctc" if spans is not None else "even"
     spans = spans if spans is not None else even_word_spans(text, duration)
     words = [{"word": w, "start": round(a, 4), "end": round(b, 4)} for w, (a, b) in zip(text.split(), spans)]
@@ -114,8 +110,9 @@ def segment_file(
     window by window with `context_s` on either side (`mmchunk.longform`: bounded memory, the
     boundaries of one pass); "windows" says how many. A causal audio encoder (`level: causal`)
     streams such a file instead (`mmchunk.streaming`: the same chunks as one pass, in bounded memory).
-    `text`: the recording's transcript; the report gains its "words" with their times and the
-    "alignment" method (`place_words`)."""
+    With a CTC head, an audio report gains the "word_onsets" (s) the head finds without a transcript
+    (`ctc_word_onsets`). `text`: the recording's transcript; the report gains its "words" with their
+    times and the "alignment" method (`place_words`)."""
     path = Path(path)
     if text is not None and not text.split():
         raise ValueError(f"{path}: the transcript to align is empty")
@@ -164,10 +161,15 @@ def segment_file(
         ]
     chunks.sort(key=lambda c: (c["t0"], c["modality"]))
     report = _report(path, label, tokens, counts, chunks, duration, windows)
+    if text is not None and "audio" not in inputs:
+        raise ValueError(f"{path}: a transcript is aligned to audio, and this file has none")
+    ctc = None
+    if "audio" in inputs and model.ctc_head is not None:
+        with torch.no_grad():
+            *_, ctc = model.encode({"audio": inputs["audio"]})
+        report["word_onsets"] = [round(t, 4) for t in ctc_word_onsets(ctc)[0]]
     if text is not None:
-        if "audio" not in inputs:
-            raise ValueError(f"{path}: a transcript is aligned to audio, and this file has none")
-        report["words"], report["alignment"] = place_words(model, inputs["audio"], text, duration)
+        report["words"], report["alignment"] = place_words(ctc, text, duration)
     return report
 
 
@@ -189,7 +191,8 @@ def _report(
 
 def plot_segments(report: dict, path: str | Path, sample_rate: int = 16_000) -> None:
     """A timeline of the chunks of `segment_file`'s report (one band per modality), over the waveform
-    for an audio file, with the transcript's words where the report has them (`--text`)."""
+    for an audio file, with the transcript's words where the report has them (`--text`) and the
+    CTC head's word onsets (purple ticks at the top) where it has those."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -212,6 +215,8 @@ def plot_segments(report: dict, path: str | Path, sample_rate: int = 16_000) -> 
     for word in report.get("words", []):  # the transcript placed by `place_words`
         ax.axvline(word["start"], color="tab:green", linewidth=1.0, linestyle=":")
         ax.text(word["start"], 0.8, word["word"], fontsize=7, color="tab:green")
+    onsets = report.get("word_onsets", [])
+    ax.plot(onsets, [0.93] * len(onsets), "v", color="tab:purple", markersize=4)
     ax.set_xlim(0, report["duration"])
     ax.set_yticks([(row + 0.5) / len(rows) * 2 - 1 for row in range(len(rows))], rows)
     ax.set_ylim(-1, 1)

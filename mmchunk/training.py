@@ -11,7 +11,7 @@ import warnings
 import lightning as L
 import torch
 
-from mmchunk.alignment import ctc_word_spans
+from mmchunk.alignment import ctc_word_onsets, ctc_word_spans
 from mmchunk.builtin_recipes import resolve_config_args
 from mmchunk.data import Batch, DataConfig, expand_urls, make_loader
 from mmchunk.data.augment import AugmentConfig
@@ -31,7 +31,8 @@ def batch_inputs(batch: Batch) -> dict:
 def validate_batch(model: ChunkFusionModel, batch: Batch, accumulator: ValidationAccumulator) -> FusionOutput:
     """Run `model` on a validation batch and add it to `accumulator`; clips with several captions
     have all of them embedded (`embed_text`), for the LAION-CLAP retrieval protocol; with a CTC
-    head, the first caption's words are placed on the audio by forced alignment (`ctc_word_spans`)."""
+    head, the first caption's words are placed on the audio by forced alignment (`ctc_word_spans`)
+    and word onsets are found without it (`ctc_word_onsets`)."""
     out = model(batch_inputs(batch))
     text, owner = out.text_embedding, None
     if any(len(c) > 1 for c in batch.captions):
@@ -39,11 +40,12 @@ def validate_batch(model: ChunkFusionModel, batch: Batch, accumulator: Validatio
         texts = [caption for c in batch.captions for caption in c]
         captions = text_ragged(texts, [batch.meta[i] for i in owner.tolist()])
         text = model.embed_text(captions.to(text.device))
-    aligned = None
+    aligned = onsets = None
     if out.ctc is not None:
         spans = ctc_word_spans(out.ctc, [c[0] if c else "" for c in batch.captions])
         aligned = [None if s is None else [a for a, _ in s] for s in spans]
-    accumulator.update(out.audio_embedding, text, out.routing, batch.meta, owner, aligned)
+        onsets = ctc_word_onsets(out.ctc)
+    accumulator.update(out.audio_embedding, text, out.routing, batch.meta, owner, aligned, onsets)
     return out
 
 
@@ -76,6 +78,8 @@ class AudioTextModule(L.LightningModule):
         routing_windows: per modality, tokens averaged on each side of a boundary candidate.
         routing_center: modalities whose routing input has the clip's mean token taken out.
         ctc_weight: weight of a byte CTC loss of the audio against the transcript (0: off).
+        onset_weight: weight of the second stage's word-onset routing loss, self-distilled from the
+            CTC head's alignment (needs stages: 2 and ctc_weight > 0; 0: off).
         word_weight: weight of the bag-of-words loss of the pooled audio (0: off).
         word_buckets: hash buckets of the bag-of-words loss.
         segmentation: per modality, a baseline rule in place of learned routing, e.g.
@@ -110,6 +114,7 @@ class AudioTextModule(L.LightningModule):
         routing_windows: dict[str, int] | None = None,
         routing_center: list[str] | None = None,
         ctc_weight: float = 0.0,
+        onset_weight: float = 0.0,
         word_weight: float = 0.0,
         word_buckets: int = 4096,
         segmentation: dict[str, dict] | None = None,
@@ -127,7 +132,8 @@ class AudioTextModule(L.LightningModule):
             outer_mixer=outer_mixer, stages=stages, inner_ratio=inner_ratio, moe=moe,
             backbone=backbone, hrm=hrm, ratio_per_sequence=ratio_per_sequence,
             routing_windows=routing_windows, routing_center=routing_center or (), ctc_weight=ctc_weight,
-            word_weight=word_weight, word_buckets=word_buckets, segmentation=segmentation,
+            onset_weight=onset_weight, word_weight=word_weight, word_buckets=word_buckets,
+            segmentation=segmentation,
         )  # fmt: skip
         self.validation = ValidationAccumulator(self.model.token_periods)
         self.loader_epoch_offset = 0  # Lightning's epoch count minus the loader's (see on_load_checkpoint)

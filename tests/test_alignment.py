@@ -4,13 +4,18 @@ import pytest
 import torch
 
 from mmchunk.alignment import (
+    aligned_byte_times,
     alignment_scores,
     ascii_lower,
+    batch_byte_frames,
     ctc_byte_frames,
+    ctc_word_onsets,
     ctc_word_spans,
     even_word_spans,
+    onset_chunk_targets,
     word_byte_spans,
 )
+from mmchunk.chunker import DynamicChunker
 from mmchunk.ragged import Ragged
 
 
@@ -109,3 +114,86 @@ def test_alignment_is_case_free():
     times = torch.arange(12) * 0.04
     ctc = Ragged.from_list([log_probs], t_start=[times], t_end=[times + 0.04])
     assert ctc_word_spans(ctc, ["AB Cd"]) == ctc_word_spans(ctc, ["ab cd"])  # LibriSpeech-style capitals
+
+
+def test_onset_targets_mark_the_chunk_nearest_each_word_opening():
+    words = peaked(12, {1: ord("a"), 3: ord("b"), 5: ord(" "), 8: ord("c"), 10: ord("d")})
+    log_probs = torch.cat([words, peaked(2, {0: ord("z")}), peaked(3, {})])
+    cu = torch.tensor([0, 12, 14, 17], dtype=torch.int32)
+    text = Ragged.from_list([torch.tensor(list(b), dtype=torch.long) for b in (b"ab cd", b"zz", b"")])
+    imposed = torch.zeros(17, dtype=torch.bool)
+    imposed[[4, 7, 9, 16]] = True  # chunks open at 0 4 7 9 | 12 | 14 16
+    routed = DynamicChunker(4)(Ragged(torch.randn(17, 4), cu), imposed)
+    target, scored = onset_chunk_targets(batch_byte_frames(log_probs, cu, text), cu, text, routed)
+    # "ab" opens at frame 1 (nearest start 0), "cd" with its space at frame 5 (nearest start 4);
+    # "zz" needs 3 frames and has 2 (not scored); the empty transcript has no onsets
+    assert target.tolist() == [1, 1, 0, 0, 0, 0, 0]
+    assert scored.tolist() == [False, True, True, True, False, False, True]
+
+
+def test_onset_loss_trains_the_second_stage_from_the_ctc_head_alone():
+    from tests.test_model import small_model
+
+    with pytest.raises(ValueError, match="stages: 2"):
+        small_model(ctc_weight=0.1, onset_weight=0.5)
+    with pytest.raises(ValueError, match="ctc_weight > 0"):
+        small_model(stages=2, onset_weight=0.5)
+    fixed = {"audio": {"rule": "fixed", "frames_per_chunk": 4}}  # fine chunks to choose from at init
+    model = small_model(stages=2, ctc_weight=0.1, onset_weight=0.5, match_weight=0.0, segmentation=fixed)
+    torch.manual_seed(1)
+    audio = Ragged.from_list([0.1 * torch.randn(n) for n in (32000, 24000)])
+    text = Ragged.from_list([torch.tensor(list(t)) for t in (b"a red cube", b"two")])
+    out = model({"audio": audio, "text": text})
+    assert torch.isfinite(out.losses["onset"]) and out.losses["onset"] > 0
+    assert model.main.chunker.k_proj is not model.main.chunker.q_proj  # untied: an onset detector
+    stage2 = model.main.chunker.q_proj.weight
+    (grad,) = torch.autograd.grad(out.losses["onset"], stage2)
+    assert grad.abs().sum() > 0
+    without = small_model(stages=2, ctc_weight=0.1, match_weight=0.0)
+    assert "onset" not in without({"audio": audio, "text": text}).losses
+
+
+def test_aligned_byte_times_by_hand():
+    words = peaked(12, {1: ord("a"), 3: ord("b"), 5: ord(" "), 8: ord("c"), 10: ord("d")})
+    times = [torch.arange(12) * 0.04, torch.arange(2) * 0.04]
+    ctc = Ragged.from_list([words, peaked(2, {})], t_start=times, t_end=[t + 0.04 for t in times])
+    own = [torch.linspace(0, 1, 5), torch.linspace(0, 1, 2)]
+    text = Ragged.from_list(
+        [torch.tensor(list(b)) for b in (b"ab cd", b"zz")], t_start=own, t_end=[t + 0.5 for t in own]
+    )
+    starts, ends = aligned_byte_times(batch_byte_frames(ctc.values, ctc.cu_seqlens, text), ctc, text)
+    assert starts.tolist() == pytest.approx([0.04, 0.12, 0.20, 0.32, 0.40, 0.0, 1.0])  # "zz" does not fit
+    assert ends.tolist() == pytest.approx([0.12, 0.20, 0.32, 0.40, 0.44, 0.5, 1.5])
+
+
+def test_text_chunks_take_the_aligned_times_and_the_text_embedding_ignores_them():
+    from tests.test_model import small_model
+
+    model = small_model(ctc_weight=0.1).eval()
+    torch.manual_seed(1)
+    audio = Ragged.from_list([0.1 * torch.randn(n) for n in (32000, 24000)])
+    audio = Ragged(audio.values, audio.cu_seqlens, t_start=torch.zeros(56000), t_end=torch.zeros(56000))
+    texts = [b"a red cube", b"two"]
+    own = [torch.linspace(0, 1, len(t)) for t in texts]
+    text = Ragged.from_list([torch.tensor(list(t)) for t in texts], t_start=own, t_end=[t + 0.1 for t in own])
+    with torch.no_grad():
+        chunks, routing, _, ctc = model.encode({"audio": audio, "text": text})
+        starts, ends = aligned_byte_times(batch_byte_frames(ctc.values, ctc.cu_seqlens, text), ctc, text)
+        first = routing["text"].boundary_mask.nonzero().squeeze(1).tolist()
+        last = [*(f - 1 for f in first[1:]), text.num_tokens - 1]
+        assert chunks["text"].t_start.tolist() == starts[first].tolist()
+        assert chunks["text"].t_end.tolist() == ends[last].tolist()
+        assert not torch.equal(starts, text.t_start)  # the transcripts fit: times moved to the audio's axis
+        assert torch.equal(model.embed(chunks)["text"], model.embed_text(text))  # no audio in the text tower
+
+
+def test_word_onsets_without_the_transcript_by_hand():
+    spoken = peaked(12, {1: ord("a"), 3: ord("b"), 5: ord(" "), 6: ord(" "), 8: ord("c"), 10: ord(" ")})
+    times = [torch.arange(12) * 0.04, torch.arange(3) * 0.04, torch.arange(1) * 0.04]
+    spaced = peaked(3, {0: ord(" "), 2: ord("x")})  # a clip that opens with the separator
+    ctc = Ragged.from_list([spoken, spaced, peaked(1, {})], t_start=times, t_end=[t + 0.04 for t in times])
+    onsets = ctc_word_onsets(ctc)
+    # the first non-blank frame, then the first frame of every run of spaces (5-6 is one run)
+    assert onsets[0] == pytest.approx([0.04, 0.20, 0.40]) and onsets[1] == [0.0] and onsets[2] == []
+    with pytest.raises(ValueError, match="t_start"):
+        ctc_word_onsets(Ragged.from_list([spoken]))

@@ -53,3 +53,17 @@ def test_config_arguments_are_rewritten_only_where_they_name_a_recipe(tmp_path):
     assert resolve_config_args([]) == []
     with pytest.raises(ValueError, match="nope: no such recipe file"):
         resolve_config_args(["--config", "nope"])
+
+
+@pytest.mark.parametrize("name", ["align_cpu", "hrm_cpu", "streaming_cpu", "words_cpu"])
+def test_layered_recipes_build_their_model(name):
+    import yaml
+
+    from mmchunk.training import AudioTextModule
+
+    base = yaml.safe_load(resolve_recipe("demo_cpu").read_text())["model"]
+    layer = yaml.safe_load(resolve_recipe(name).read_text())["model"]
+    model = AudioTextModule(**{**base, **layer}).model
+    assert model.weights["ctc"] == layer.get("ctc_weight", 0.0) and model.inner_ratio == layer.get(
+        "inner_ratio", 3.0
+    )

@@ -45,7 +45,7 @@ def test_demo_json_and_bad_argument():
     missing = run("demo", "--config", "no/such.yaml", "--out", "unused")
     assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
         "mmchunk demo: error: no/such.yaml: no such recipe file, and no built-in recipe of that name "
-        "(built in: align_cpu, ddp_multi_gpu, demo_cpu, hrm_cpu, streaming_cpu)"
+        "(built in: align_cpu, ddp_multi_gpu, demo_cpu, hrm_cpu, streaming_cpu, words_cpu)"
     ]
     assert not Path("unused").exists()
 
@@ -154,7 +154,9 @@ def test_segment_with_a_transcript_places_its_words(tmp_path):
     assert "transcript to align is empty" in one_line_error(empty, "segment")
     model = small_model(ctc_weight=0.1).eval()
     wave = torch.from_numpy(soundfile.read(tmp_path / "clip.flac", dtype="float32")[0])
-    words, method = place_words(model, Ragged.from_list([wave]), meta["text"], meta["duration"])
+    with torch.no_grad():
+        *_, ctc = model.encode({"audio": Ragged.from_list([wave])})
+    words, method = place_words(ctc, meta["text"], meta["duration"])
     assert method == "ctc" and [w["word"] for w in words] == meta["text"].split()
     flat = [t for w in words for t in (w["start"], w["end"])]
     assert flat == sorted(flat) and flat[0] >= 0.0 and flat[-1] <= meta["duration"] + 0.05
@@ -188,7 +190,7 @@ def test_unknown_recipe_name_is_a_one_line_error():
     result = run("fit", "--config", "demo_gpu", "--print_config")
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "mmchunk fit: error: demo_gpu: no such recipe file, and no built-in recipe of that name "
-        "(built in: align_cpu, ddp_multi_gpu, demo_cpu, hrm_cpu, streaming_cpu)"
+        "(built in: align_cpu, ddp_multi_gpu, demo_cpu, hrm_cpu, streaming_cpu, words_cpu)"
     ]
 
 

@@ -92,7 +92,7 @@ def test_report_runs_and_formats(trained):
     assert lines[0].split()[:4] == ["audio", "condition", "a2t", "R@1"]
     assert [line.split()[0] for line in lines[1:4]] == ["clean", "gain-20dB", "pink-10dB"]
     assert lines[5].split()[:2] == ["video", "condition"] and lines[6].split()[0] == "video-noise"
-    assert len(lines[1].split()) == 10  # the name and nine numbers
+    assert len(lines[1].split()) == 11  # the name, nine numbers and "—" (no CTC head: no word onsets)
 
 
 def test_report_on_data_without_annotations(trained, tmp_path):

@@ -98,6 +98,7 @@ def condition_transform(name: str, seed: int, sample_rate: int) -> Callable[[Sam
 
 AUDIO_COLUMNS = (
     ("a2t R@1", "a2t_R@1"), ("t2a R@1", "t2a_R@1"), ("F1@50", "boundary_f1_50ms"),
+    ("word F1", "word_boundary_f1_50ms"),
     ("energy F1", "baseline_boundary_f1_50ms"), ("silero F1", "silero_boundary_f1_50ms"),
     ("bnd in sil.", "silence_boundary_fraction"), ("sil. time", "silence_time_fraction"),
     ("frames/chunk", "compression_audio"), ("chunks/s speech", "chunk_rate_audio_speech_hz"),
