@@ -75,7 +75,9 @@ class ChunkFusionModel(nn.Module):
     `{"audio": 3}`; default 1, H-Net's single-token comparison); routing_center: modalities whose
     routing input is centred per sequence (`DynamicChunker`'s `routing_center`, e.g. `["video"]`);
     ctc_weight > 0 adds a byte CTC loss of the dechunked audio tokens against the paired transcript
-    in lower case (`byte_ctc_loss`: no timings; `ascii_lower`); onset_weight > 0 (with stages=2 and
+    in lower case (`byte_ctc_loss`: no timings; `ascii_lower`); ctc_probe=True detaches the tokens
+    the CTC head reads and gives it its own sliding-window attention block: the aligner then changes
+    nothing that retrieval learns; onset_weight > 0 (with stages=2 and
     the CTC head) trains the second stage's routing toward word onsets: binary cross-entropy against
     the fine chunks nearest the words' openings on the CTC head's own alignment of the transcript
     (`onset_chunk_targets`: self-distilled, no timings), so at inference, audio alone, the coarse
@@ -113,6 +115,7 @@ class ChunkFusionModel(nn.Module):
         routing_center: Sequence[str] = (),
         ctc_weight: float = 0.0,
         onset_weight: float = 0.0,
+        ctc_probe: bool = False,
         word_weight: float = 0.0,
         word_buckets: int = 4096,
         segmentation: Mapping[str, dict] | None = None,
@@ -176,6 +179,7 @@ class ChunkFusionModel(nn.Module):
         self.match_head = nn.Sequential(RMSNorm(dim), nn.Linear(dim, 1))
         # byte CTC of the dechunked audio tokens against the paired transcript (blank + 256 bytes)
         self.ctc_head = nn.Sequential(RMSNorm(dim), nn.Linear(dim, 257)) if ctc_weight > 0 else None
+        self.ctc_probe = MixerStack(dim, 1, "window", heads) if ctc_weight > 0 and ctc_probe else None
         # hashed bag of words of the paired transcript, predicted from the pooled audio chunks
         self.word_head = None
         if word_weight > 0:
@@ -232,6 +236,8 @@ class ChunkFusionModel(nn.Module):
             losses[f"predict_{m}"] = self._next_feature_loss(m, tokens, feats)
             if m != "audio" or self.ctc_head is None:
                 continue
+            if self.ctc_probe is not None:
+                tokens = self.ctc_probe(feats.with_values(tokens.detach())).values
             log_probs = self.ctc_head(tokens).log_softmax(-1)
             ctc = Ragged(log_probs, feats.cu_seqlens, t_start=feats.t_start, t_end=feats.t_end)
             if text is None or text.num_tokens == 0:

@@ -197,3 +197,20 @@ def test_word_onsets_without_the_transcript_by_hand():
     assert onsets[0] == pytest.approx([0.04, 0.20, 0.40]) and onsets[1] == [0.0] and onsets[2] == []
     with pytest.raises(ValueError, match="t_start"):
         ctc_word_onsets(Ragged.from_list([spoken]))
+
+
+@pytest.mark.parametrize("probe", [False, True])
+def test_a_ctc_probe_leaves_the_retrieval_features_alone(probe):
+    from tests.test_model import small_model, tiny_batch
+
+    model = small_model(ctc_weight=0.1, ctc_probe=probe, match_weight=0.0)
+    inputs = {m: x for m, x in tiny_batch().items() if m != "video"}
+    inputs["text"] = Ragged.from_list([torch.tensor(list(t)) for t in (b"ab", b"c", b"de")])
+    ctc = model(inputs).losses["ctc"]
+    shared = [*model.encoders["audio"].parameters(), *model.main.parameters()]
+    grads = torch.autograd.grad(ctc, shared, allow_unused=True)
+    touched = any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert touched is not probe  # detached: the CTC loss trains only the probe and the head
+    if probe:
+        (grad,) = torch.autograd.grad(model(inputs).losses["ctc"], [next(model.ctc_probe.parameters())])
+        assert grad.abs().sum() > 0
