@@ -6,7 +6,9 @@ alignment in pocketsphinx's JSON form (`{"w": [{"t": word, "b": start s, "d": du
 its LibriVox test sentences (pocketsphinx 5.1.1 sdist, `test/data/librivox/`; see
 `real_recordings.py` for where to fetch it). `mmchunk segment FILE --text TRANSCRIPT` places the words
 with the checkpoint's CTC head; the table scores them, and the evenly-spread rule, against the
-reference: share of words within 50 and 100 ms of the reference start, median error.
+reference: share of words within 50 and 100 ms of the reference start, median error. A last line
+scores the word onsets the CTC head finds without the transcript (`ctc_word_onsets`) against the
+reference starts: boundary F1 and R-value at 50 ms.
 
     python benchmarks/real_alignment.py --ckpt runs/demo_align/model.ckpt \
         pocketsphinx-5.1.1/test/data/librivox
@@ -20,6 +22,7 @@ import re
 from pathlib import Path
 
 from mmchunk.alignment import alignment_scores, even_word_spans
+from mmchunk.metrics import boundary_scores
 from mmchunk.segment import segment_file
 
 
@@ -41,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ckpt", type=Path, required=True, help="a checkpoint with a CTC head (align_cpu)")
     args = parser.parse_args(argv)
     rows, predicted, even, reference, skipped = [], [], [], [], 0
+    onsets, offset = ([], []), 0.0  # transcript-free word onsets and the reference, clips 10 s apart
     for wav in sorted(p for folder in args.folders for p in folder.glob("*.wav")):
         if not wav.with_suffix(".txt").is_file() or not wav.with_suffix(".json").is_file():
             print(f"skipped {wav}: no .txt transcript or .json alignment beside it")
@@ -56,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
         predicted.append([w["start"] for w in report["words"]])
         even.append([a for a, _ in even_word_spans(text, report["duration"])])
         reference.append([w["start"] for w in ref])
+        onsets[0].extend(t + offset for t in report.get("word_onsets", []))
+        onsets[1].extend(t + offset for t in reference[-1])
+        offset += report["duration"] + 10.0
         one = alignment_scores(predicted[-1:], reference[-1:])
         rows.append((wav.name, report["duration"], len(ref), report["alignment"], one))
     if not rows:
@@ -66,6 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     for label, placed in (("all, aligned", predicted), ("all, evenly spread", even)):
         s = alignment_scores(placed, reference)
         print(f"{label:<48}{'':>6}{int(s['align_words']):>7}  {'':<6}  {cells(s)}")
+    if onsets[0]:
+        s = boundary_scores(*onsets, 0.05)
+        print(f"word onsets without the transcript: F1@50 {s['f1']:.3f}, R-value {s['r_value']:.3f}")
     print(f"{len(rows)} recordings scored, {skipped} skipped")
 
 

@@ -16,11 +16,11 @@ STAGES = (1, 2)
 
 
 class ChunkBackbone(nn.Module):
-    """Fine chunks `[C, D]` → `[C, D]`: `outer_depth` local mixing blocks (`outer_mixer`:
-    "recurrent" = gated linear recurrence, "window" = sliding-window attention of ±`window` chunks),
-    then `depth` global attention blocks. With `stages=2` a second `DynamicChunker` (its own
-    routing, tied, mean pooling) groups the outer outputs into coarse chunks, the attention runs on
-    those and dechunk brings them back to the fine chunks (H-Net's nested stage). `moe`
+    """Fine chunks `[C, D]` → `[C, D]`: `outer_depth` local mixing blocks (`outer_mixer`: "recurrent" =
+    gated linear recurrence, "window" = sliding-window attention of ±`window` chunks), then `depth`
+    global attention blocks. With `stages=2` a second `DynamicChunker` (its own routing, tied unless
+    `tied_routing=False`, mean pooling) groups the outer outputs into coarse chunks, the attention
+    runs on those and dechunk brings them back to the fine chunks (H-Net's nested stage). `moe`
     (`{"stages": ["outer", "inner"], "experts": E, "top_k": k}`) swaps the feed-forward of the named
     stages for a mixture of experts; `aux_loss()` sums their load-balancing losses of the last call."""
 

@@ -76,12 +76,14 @@ class ChunkFusionModel(nn.Module):
     routing input is centred per sequence (`DynamicChunker`'s `routing_center`, e.g. `["video"]`);
     ctc_weight > 0 adds a byte CTC loss of the dechunked audio tokens against the paired transcript
     in lower case (`byte_ctc_loss`: no timings; `ascii_lower`); ctc_probe=True detaches the tokens
-    the CTC head reads and gives it its own sliding-window attention block: the aligner then changes
-    nothing that retrieval learns; onset_weight > 0 (with stages=2 and
+    the CTC head reads and gives it its own sliding-window attention block: the aligner then sends no
+    gradient into the network retrieval uses, and with `ctc_clips` it trains on that many clips of each batch
+    only (the loader shuffles; a cheaper probe, all clips at evaluation); onset_weight > 0 (with stages=2 and
     the CTC head) trains the second stage's routing toward word onsets: binary cross-entropy against
     the fine chunks nearest the words' openings on the CTC head's own alignment of the transcript
     (`onset_chunk_targets`: self-distilled, no timings), so at inference, audio alone, the coarse
-    chunks are words;
+    chunks are words; that stage routes with untied projections (H-Net's own rule: tied ones only
+    measure change between neighbours, which marks the chunk after an onset as much as the onset);
     word_weight > 0 adds a bag-of-words loss: the pooled audio chunks predict which of `word_buckets`
     hashed words the paired transcript holds (`bag_of_words_loss`: no timings, no word order);
     chunking=False runs the same network on every encoder token (the fixed-rate baseline);
@@ -116,6 +118,7 @@ class ChunkFusionModel(nn.Module):
         ctc_weight: float = 0.0,
         onset_weight: float = 0.0,
         ctc_probe: bool = False,
+        ctc_clips: int | None = None,
         word_weight: float = 0.0,
         word_buckets: int = 4096,
         segmentation: Mapping[str, dict] | None = None,
@@ -157,15 +160,9 @@ class ChunkFusionModel(nn.Module):
         moe_weight = moe.pop("weight", 0.01)
         if backbone == "chunk":
             self.main = ChunkBackbone(
-                dim,
-                main_depth,
-                heads,
-                outer_depth,
-                outer_mixer,
-                stages,
-                moe=moe or None,
-                tied_routing=onset_weight == 0,
-            )
+                dim, main_depth, heads, outer_depth, outer_mixer, stages, moe=moe or None,
+                tied_routing=onset_weight == 0,  # the onset stage routes untied (see above)
+            )  # fmt: skip
         elif backbone == "hrm":
             self.main = HRMBackbone(dim, heads, **(hrm or {}))
         else:
@@ -180,6 +177,7 @@ class ChunkFusionModel(nn.Module):
         # byte CTC of the dechunked audio tokens against the paired transcript (blank + 256 bytes)
         self.ctc_head = nn.Sequential(RMSNorm(dim), nn.Linear(dim, 257)) if ctc_weight > 0 else None
         self.ctc_probe = MixerStack(dim, 1, "window", heads) if ctc_weight > 0 and ctc_probe else None
+        self.ctc_clips = ctc_clips
         # hashed bag of words of the paired transcript, predicted from the pooled audio chunks
         self.word_head = None
         if word_weight > 0:
@@ -236,17 +234,22 @@ class ChunkFusionModel(nn.Module):
             losses[f"predict_{m}"] = self._next_feature_loss(m, tokens, feats)
             if m != "audio" or self.ctc_head is None:
                 continue
+            audio, spoken = feats.with_values(tokens), text
             if self.ctc_probe is not None:
-                tokens = self.ctc_probe(feats.with_values(tokens.detach())).values
-            log_probs = self.ctc_head(tokens).log_softmax(-1)
-            ctc = Ragged(log_probs, feats.cu_seqlens, t_start=feats.t_start, t_end=feats.t_end)
-            if text is None or text.num_tokens == 0:
+                if self.training and self.ctc_clips and self.ctc_clips < audio.batch_size:
+                    keep = torch.arange(self.ctc_clips, device=tokens.device)  # the loader shuffles
+                    audio = take_sequences(audio, keep)
+                    spoken = None if text is None else take_sequences(text, keep)
+                audio = self.ctc_probe(audio.with_values(audio.values.detach()))
+            log_probs = self.ctc_head(audio.values).log_softmax(-1)
+            ctc = Ragged(log_probs, audio.cu_seqlens, t_start=audio.t_start, t_end=audio.t_end)
+            if text is None:
                 continue
             losses["ctc"] = byte_ctc_loss(
-                log_probs, feats.cu_seqlens, ascii_lower(text.values), text.cu_seqlens
+                log_probs, audio.cu_seqlens, ascii_lower(spoken.values), spoken.cu_seqlens
             )
             if not self.training or self.weights["match"] > 0 or self.weights["onset"] > 0:
-                frames = batch_byte_frames(log_probs, feats.cu_seqlens, text)
+                frames = batch_byte_frames(log_probs, audio.cu_seqlens, spoken)  # the first clips
             if inner is not None and self.weights["onset"] > 0:
                 losses["onset"] = self._onset_loss(frames, feats.cu_seqlens, text, routed, inner)
         if frames is not None and "text" in chunks and text.t_start is not None and ctc.t_start is not None:

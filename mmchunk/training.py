@@ -80,6 +80,7 @@ class AudioTextModule(L.LightningModule):
         ctc_weight: weight of a byte CTC loss of the audio against the transcript (0: off).
         ctc_probe: the CTC head reads the tokens detached, through its own attention block (the
             aligner leaves the retrieval features alone).
+        ctc_clips: with ctc_probe, the probe trains on this many clips of each batch (null: all).
         onset_weight: weight of the second stage's word-onset routing loss, self-distilled from the
             CTC head's alignment (needs stages: 2 and ctc_weight > 0; 0: off).
         word_weight: weight of the bag-of-words loss of the pooled audio (0: off).
@@ -118,6 +119,7 @@ class AudioTextModule(L.LightningModule):
         ctc_weight: float = 0.0,
         onset_weight: float = 0.0,
         ctc_probe: bool = False,
+        ctc_clips: int | None = None,
         word_weight: float = 0.0,
         word_buckets: int = 4096,
         segmentation: dict[str, dict] | None = None,
@@ -135,8 +137,8 @@ class AudioTextModule(L.LightningModule):
             outer_mixer=outer_mixer, stages=stages, inner_ratio=inner_ratio, moe=moe,
             backbone=backbone, hrm=hrm, ratio_per_sequence=ratio_per_sequence,
             routing_windows=routing_windows, routing_center=routing_center or (), ctc_weight=ctc_weight,
-            onset_weight=onset_weight, ctc_probe=ctc_probe, word_weight=word_weight,
-            word_buckets=word_buckets, segmentation=segmentation,
+            onset_weight=onset_weight, ctc_probe=ctc_probe, ctc_clips=ctc_clips,
+            word_weight=word_weight, word_buckets=word_buckets, segmentation=segmentation,
         )  # fmt: skip
         self.validation = ValidationAccumulator(self.model.token_periods)
         self.loader_epoch_offset = 0  # Lightning's epoch count minus the loader's (see on_load_checkpoint)

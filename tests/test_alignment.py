@@ -214,3 +214,15 @@ def test_a_ctc_probe_leaves_the_retrieval_features_alone(probe):
     if probe:
         (grad,) = torch.autograd.grad(model(inputs).losses["ctc"], [next(model.ctc_probe.parameters())])
         assert grad.abs().sum() > 0
+
+
+def test_the_probe_trains_on_the_first_ctc_clips_and_evaluates_all():
+    from tests.test_model import small_model, tiny_batch
+
+    model = small_model(ctc_weight=0.1, ctc_probe=True, ctc_clips=2, match_weight=0.0)
+    inputs = {m: x for m, x in tiny_batch().items() if m != "video"}
+    frames = model(inputs).ctc.cu_seqlens  # training: the first two clips
+    model.eval()
+    with torch.no_grad():
+        every = model(inputs).ctc.cu_seqlens
+    assert frames.tolist() == every[:3].tolist() and len(every) == 4

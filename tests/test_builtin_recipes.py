@@ -64,6 +64,5 @@ def test_layered_recipes_build_their_model(name):
     base = yaml.safe_load(resolve_recipe("demo_cpu").read_text())["model"]
     layer = yaml.safe_load(resolve_recipe(name).read_text())["model"]
     model = AudioTextModule(**{**base, **layer}).model
-    assert model.weights["ctc"] == layer.get("ctc_weight", 0.0) and model.inner_ratio == layer.get(
-        "inner_ratio", 3.0
-    )
+    assert model.weights["ctc"] == layer.get("ctc_weight", 0.0)
+    assert model.inner_ratio == layer.get("inner_ratio", 3.0)
