@@ -162,6 +162,28 @@ def test_segment_with_a_transcript_places_its_words(tmp_path):
     assert flat == sorted(flat) and flat[0] >= 0.0 and flat[-1] <= meta["duration"] + 0.05
 
 
+def test_segment_reports_the_word_onsets_of_a_ctc_head(tmp_path):
+    from mmchunk.data.synth import synth_sample
+    from mmchunk.training import AudioTextModule
+
+    _, sample = synth_sample(0, 2)
+    (tmp_path / "clip.flac").write_bytes(sample["flac"])
+    torch.manual_seed(0)
+    small = {m: {"depth": 1} for m in ("audio", "text")}
+    module = AudioTextModule(dim=32, embed_dim=16, heads=2, main_depth=1, encoders=small, ctc_weight=0.1)
+    ckpt = tmp_path / "ctc.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)
+    result = run("segment", str(tmp_path / "clip.flac"), "--ckpt", str(ckpt), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    onsets = report["word_onsets"]  # an untrained head: whatever it emits, in order, inside the clip
+    assert onsets == sorted(onsets) and all(0.0 <= t <= report["duration"] for t in onsets)
+    text = run("segment", str(tmp_path / "clip.flac"), "--ckpt", str(ckpt), "--plot", str(tmp_path / "w.png"))
+    assert "word onsets (CTC head, no transcript):" in text.stdout and (tmp_path / "w.png").stat().st_size
+    plain = json.loads(run("segment", str(tmp_path / "clip.flac"), "--json").stdout)
+    assert "word_onsets" not in plain  # no CTC head, no onsets
+
+
 @pytest.mark.parametrize(
     ("base_arg", "layer_args"),
     [
