@@ -83,6 +83,8 @@ def _segment(args: argparse.Namespace) -> int:
             label = f"  {chunk['modality']}" if several else ""
             text = f"  bytes {chunk['byte0']}–{chunk['byte1']}  {chunk['text']!r}" if "text" in chunk else ""
             print(f"  {chunk['t0']:8.3f} – {chunk['t1']:8.3f} s{label}{text}")
+        if "stage2_chunks" in report:
+            print("stage-2 chunks open at: " + " ".join(f"{c['t0']:.2f}" for c in report["stage2_chunks"]))
         if "word_onsets" in report:
             print(
                 "word onsets (CTC head, no transcript): "

@@ -110,7 +110,8 @@ def segment_file(
     window by window with `context_s` on either side (`mmchunk.longform`: bounded memory, the
     boundaries of one pass); "windows" says how many. A causal audio encoder (`level: causal`)
     streams such a file instead (`mmchunk.streaming`: the same chunks as one pass, in bounded memory).
-    With a CTC head, an audio report gains the "word_onsets" (s) the head finds without a transcript
+    With a second chunking stage, an audio report gains its coarse chunks ("stage2_chunks": words
+    with `onset_weight`); with a CTC head, the "word_onsets" (s) the head finds without a transcript
     (`ctc_word_onsets`). `text`: the recording's transcript; the report gains its "words" with their
     times and the "alignment" method (`place_words`)."""
     path = Path(path)
@@ -141,7 +142,7 @@ def segment_file(
         inputs, duration = read_inputs(path, model)
     except DecodeError as exc:
         raise DecodeError(f"{path}: {exc}") from None
-    chunks, tokens, counts = [], {}, {}
+    chunks, tokens, counts, coarse = [], {}, {}, None
     for modality, x in inputs.items():
         with torch.no_grad():
             feats = model.encoders[modality](x)
@@ -149,7 +150,12 @@ def segment_file(
         tokens[modality], counts[modality] = feats.num_tokens, routed.chunks.num_tokens
         if modality == "audio":
             starts = routed.boundary_mask.nonzero().squeeze(1)
-            chunks += audio_chunks(starts, feats.num_tokens, x.num_tokens, encoder.hop, encoder.sample_rate)
+            span = (feats.num_tokens, x.num_tokens, encoder.hop, encoder.sample_rate)
+            chunks += audio_chunks(starts, *span)
+            if getattr(model.main, "chunker", None) is not None:  # a second stage: its coarse chunks
+                with torch.no_grad():
+                    _, inner = model.main(routed.chunks)
+                coarse = audio_chunks(starts[inner.boundary_mask], *span)
             continue
         if modality == "text":
             own = text_chunks(routed.boundary_mask, bytes(x.values.tolist()), x.t_start, x.t_end)
@@ -161,6 +167,8 @@ def segment_file(
         ]
     chunks.sort(key=lambda c: (c["t0"], c["modality"]))
     report = _report(path, label, tokens, counts, chunks, duration, windows)
+    if coarse is not None:
+        report["stage2_chunks"] = coarse
     if text is not None and "audio" not in inputs:
         raise ValueError(f"{path}: a transcript is aligned to audio, and this file has none")
     ctc = None
@@ -191,8 +199,9 @@ def _report(
 
 def plot_segments(report: dict, path: str | Path, sample_rate: int = 16_000) -> None:
     """A timeline of the chunks of `segment_file`'s report (one band per modality), over the waveform
-    for an audio file, with the transcript's words where the report has them (`--text`) and the
-    CTC head's word onsets (purple ticks at the top) where it has those."""
+    for an audio file, with the transcript's words where the report has them (`--text`), a second
+    stage's coarse chunks (black dashes) and the CTC head's word onsets (purple ticks at the top)
+    where it has those."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -215,6 +224,8 @@ def plot_segments(report: dict, path: str | Path, sample_rate: int = 16_000) -> 
     for word in report.get("words", []):  # the transcript placed by `place_words`
         ax.axvline(word["start"], color="tab:green", linewidth=1.0, linestyle=":")
         ax.text(word["start"], 0.8, word["word"], fontsize=7, color="tab:green")
+    for chunk in report.get("stage2_chunks", []):  # a second stage's coarse chunks
+        ax.axvline(chunk["t0"], color="black", linewidth=1.6, linestyle="--")
     onsets = report.get("word_onsets", [])
     ax.plot(onsets, [0.93] * len(onsets), "v", color="tab:purple", markersize=4)
     ax.set_xlim(0, report["duration"])

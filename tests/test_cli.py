@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -162,7 +163,7 @@ def test_segment_with_a_transcript_places_its_words(tmp_path):
     assert flat == sorted(flat) and flat[0] >= 0.0 and flat[-1] <= meta["duration"] + 0.05
 
 
-def test_segment_reports_the_word_onsets_of_a_ctc_head(tmp_path):
+def test_segment_reports_the_coarse_chunks_and_word_onsets_of_a_words_model(tmp_path):
     from mmchunk.data.synth import synth_sample
     from mmchunk.training import AudioTextModule
 
@@ -170,7 +171,16 @@ def test_segment_reports_the_word_onsets_of_a_ctc_head(tmp_path):
     (tmp_path / "clip.flac").write_bytes(sample["flac"])
     torch.manual_seed(0)
     small = {m: {"depth": 1} for m in ("audio", "text")}
-    module = AudioTextModule(dim=32, embed_dim=16, heads=2, main_depth=1, encoders=small, ctc_weight=0.1)
+    module = AudioTextModule(
+        dim=32,
+        embed_dim=16,
+        heads=2,
+        main_depth=1,
+        encoders=small,
+        ctc_weight=0.1,
+        stages=2,
+        onset_weight=1.0,
+    )
     ckpt = tmp_path / "ctc.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)
     result = run("segment", str(tmp_path / "clip.flac"), "--ckpt", str(ckpt), "--json")
@@ -178,10 +188,17 @@ def test_segment_reports_the_word_onsets_of_a_ctc_head(tmp_path):
     report = json.loads(result.stdout)
     onsets = report["word_onsets"]  # an untrained head: whatever it emits, in order, inside the clip
     assert onsets == sorted(onsets) and all(0.0 <= t <= report["duration"] for t in onsets)
+    fine = [c["t0"] for c in report["chunks"]]
+    coarse = report["stage2_chunks"]  # contiguous, over the clip, each opening with a fine chunk
+    assert coarse[0]["t0"] == 0.0 and coarse[-1]["t1"] == report["chunks"][-1]["t1"]
+    assert all(a["t1"] == b["t0"] for a, b in itertools.pairwise(coarse)) and {
+        c["t0"] for c in coarse
+    } <= set(fine)
     text = run("segment", str(tmp_path / "clip.flac"), "--ckpt", str(ckpt), "--plot", str(tmp_path / "w.png"))
+    assert "stage-2 chunks open at: 0.00" in text.stdout
     assert "word onsets (CTC head, no transcript):" in text.stdout and (tmp_path / "w.png").stat().st_size
     plain = json.loads(run("segment", str(tmp_path / "clip.flac"), "--json").stdout)
-    assert "word_onsets" not in plain  # no CTC head, no onsets
+    assert "word_onsets" not in plain and "stage2_chunks" not in plain  # one stage, no CTC head
 
 
 @pytest.mark.parametrize(
