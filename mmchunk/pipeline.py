@@ -29,7 +29,8 @@ from mmchunk.vad import vad_baselines
 RECIPE = "demo_cpu"  # the built-in recipe the demo trains
 SUMMARY_KEYS = (
     "a2t_R@1", "t2a_R@1", "a2t_mAP@10", "t2a_mAP@10", "boundary_f1_20ms", "boundary_f1_50ms",
-    "boundary_r_value_50ms", "word_boundary_f1_50ms", "word_boundary_r_value_50ms",
+    "boundary_r_value_50ms", "stage2_boundary_f1_50ms", "stage2_boundary_r_value_50ms",
+    "word_boundary_f1_50ms", "word_boundary_r_value_50ms",
     "baseline_boundary_f1_50ms", "silero_boundary_f1_50ms", "fixed_boundary_f1_50ms",
     "random_boundary_f1_50ms", "phone_boundary_f1_20ms", "align_within_100ms", "align_median_error_ms",
     "even_align_within_100ms", "even_align_median_error_ms", "compression_audio", "chunk_rate_audio_hz",
