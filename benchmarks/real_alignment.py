@@ -51,7 +51,12 @@ def main(argv: list[str] | None = None) -> None:
             skipped += 1
             continue
         text = wav.with_suffix(".txt").read_text().strip()
-        ref = reference_words(wav.with_suffix(".json"))
+        try:
+            ref = reference_words(wav.with_suffix(".json"))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            print(f"skipped {wav}: {wav.with_suffix('.json').name} is not a pocketsphinx word alignment")
+            skipped += 1
+            continue
         if [w["word"] for w in ref] != text.split():
             print(f"skipped {wav}: the alignment's words are not the transcript's")
             skipped += 1
@@ -74,8 +79,8 @@ def main(argv: list[str] | None = None) -> None:
         s = alignment_scores(placed, reference)
         print(f"{label:<48}{'':>6}{int(s['align_words']):>7}  {'':<6}  {cells(s)}")
     if onsets[0]:
-        s = boundary_scores(*onsets, 0.05)
-        print(f"word onsets without the transcript: F1@50 {s['f1']:.3f}, R-value {s['r_value']:.3f}")
+        found = boundary_scores(*onsets, 0.05)
+        print(f"word onsets without the transcript: F1@50 {found['f1']:.3f}, R-value {found['r_value']:.3f}")
     print(f"{len(rows)} recordings scored, {skipped} skipped")
 
 

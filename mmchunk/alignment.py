@@ -16,13 +16,15 @@ from mmchunk.ragged import Ragged
 
 
 def word_byte_spans(text: str | bytes) -> list[tuple[int, int]]:
-    """Byte offsets `(first, past the last)` of every word of `text` (UTF-8; words split at ASCII
-    whitespace)."""
+    """Byte offsets `(first, past the last)` of every word of `text` (words: `str.split()`, so any
+    Unicode whitespace separates them; UTF-8 bytes are split the same way, invalid bytes kept)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "surrogateescape")
     spans, position = [], 0
-    data = text.encode() if isinstance(text, str) else text
-    for word in data.split():
-        first = data.index(word, position)
-        position = first + len(word)
+    data = text.encode("utf-8", "surrogateescape")
+    for word in text.split():
+        first = data.index(word.encode("utf-8", "surrogateescape"), position)
+        position = first + len(word.encode("utf-8", "surrogateescape"))
         spans.append((first, position))
     return spans
 

@@ -125,6 +125,13 @@ class ChunkFusionModel(nn.Module):
     ) -> None:
         super().__init__()
         self.ratio_per_sequence = ratio_per_sequence
+        if (ctc_probe or ctc_clips is not None) and ctc_weight <= 0:
+            raise ValueError("ctc_probe and ctc_clips shape the CTC head: they need ctc_weight > 0")
+        if ctc_clips is not None and (not ctc_probe or ctc_clips < 1):
+            raise ValueError(
+                f"ctc_clips: a number of clips ≥ 1 for the detached probe (ctc_probe: true), got {ctc_clips} "
+                f"with ctc_probe {ctc_probe} (the CTC loss with its gradient trains on every clip)"
+            )
         if onset_weight > 0 and (stages != 2 or ctc_weight <= 0 or backbone != "chunk"):
             raise ValueError(
                 "onset_weight: word-onset routing trains a second chunking stage from the CTC head's "

@@ -31,6 +31,9 @@ def peaked(length: int, emit: dict[int, int]) -> torch.Tensor:
 def test_word_offsets_and_the_even_rule_by_hand():
     assert word_byte_spans("ab  cé d") == [(0, 2), (4, 7), (8, 9)]  # é is two bytes
     assert word_byte_spans("") == [] and word_byte_spans("   ") == []
+    assert word_byte_spans("a\u00a0b\u3000c") == [(0, 1), (3, 4), (7, 8)]  # as str.split(): any Unicode space
+    assert word_byte_spans("ab  cé\u00a0d".encode()) == word_byte_spans("ab  cé\u00a0d")
+    assert word_byte_spans(b"a \xff b") == [(0, 1), (2, 3), (4, 5)]  # an invalid byte stays a word
     assert even_word_spans("ab cd", 5.0) == [(0.0, 2.0), (3.0, 5.0)]  # 5 bytes over 5 s
     assert even_word_spans("", 2.0) == []
 
@@ -138,6 +141,12 @@ def test_onset_loss_trains_the_second_stage_from_the_ctc_head_alone():
         small_model(ctc_weight=0.1, onset_weight=0.5)
     with pytest.raises(ValueError, match="ctc_weight > 0"):
         small_model(stages=2, onset_weight=0.5)
+    with pytest.raises(ValueError, match="need ctc_weight > 0"):
+        small_model(ctc_probe=True)
+    with pytest.raises(ValueError, match="ctc_clips"):
+        small_model(ctc_weight=0.1, ctc_clips=16)  # without the probe
+    with pytest.raises(ValueError, match="ctc_clips"):
+        small_model(ctc_weight=0.1, ctc_probe=True, ctc_clips=0)
     fixed = {"audio": {"rule": "fixed", "frames_per_chunk": 4}}  # fine chunks to choose from at init
     model = small_model(stages=2, ctc_weight=0.1, onset_weight=0.5, match_weight=0.0, segmentation=fixed)
     torch.manual_seed(1)

@@ -148,6 +148,8 @@ def test_segment_with_a_transcript_places_its_words(tmp_path):
     assert starts == sorted(starts) and report["words"][-1]["end"] <= report["duration"] + 1e-3
     literal = json.loads(run("segment", str(tmp_path / "clip.flac"), "--text", "two words", "--json").stdout)
     assert [w["word"] for w in literal["words"]] == ["two", "words"]
+    spaced = run("segment", str(tmp_path / "clip.flac"), "--text", "no\u00a0break here", "--json")
+    assert [w["word"] for w in json.loads(spaced.stdout)["words"]] == ["no", "break", "here"]
     long = " ".join(["word"] * 100)  # far longer than a file name may be
     words = json.loads(run("segment", str(tmp_path / "clip.flac"), "--text", long, "--json").stdout)["words"]
     assert len(words) == 100
@@ -187,7 +189,7 @@ def test_segment_reports_the_coarse_chunks_and_word_onsets_of_a_words_model(tmp_
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     onsets = report["word_onsets"]  # an untrained head: whatever it emits, in order, inside the clip
-    assert onsets == sorted(onsets) and all(0.0 <= t <= report["duration"] for t in onsets)
+    assert onsets and onsets == sorted(onsets) and all(0.0 <= t <= report["duration"] for t in onsets)
     fine = [c["t0"] for c in report["chunks"]]
     coarse = report["stage2_chunks"]  # contiguous, over the clip, each opening with a fine chunk
     assert coarse[0]["t0"] == 0.0 and coarse[-1]["t1"] == report["chunks"][-1]["t1"]
