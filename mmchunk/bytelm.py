@@ -96,9 +96,12 @@ class ByteLM(nn.Module):
         hidden = out.output if isinstance(out, StageOutput) else out
         return self.head(self.norm(last_rows(hidden.values, data.cu_seqlens))), state
 
-    def step(self, byte: Tensor, state: object) -> tuple[Tensor, object]:
-        """One byte per sequence, `byte [B]` → the next byte's logits `[B, 256]` and the new state."""
-        hidden, state = self.network.step(self.embed(byte.long()), state)
+    def step(self, byte: Tensor, state: object, ragged: bool = False) -> tuple[Tensor, object]:
+        """One byte per sequence, `byte [B]` → the next byte's logits `[B, 256]` and the new state.
+        `ragged`: each main network runs on just the sequences that open a chunk (one host sync per
+        stage); else a masked step on every row (no sync; compiles as one graph). Same logits."""
+        rows = torch.arange(byte.shape[0], device=byte.device) if ragged and self.stages else None
+        hidden, state = self.network.step(self.embed(byte.long()), state, None, rows)
         return self.head(self.norm(hidden)), state
 
     @torch.no_grad()
@@ -110,11 +113,13 @@ class ByteLM(nn.Module):
         top_k: int | None = None,
         stop: bytes | None = None,
         seed: int = 0,
+        ragged: bool = True,
     ) -> list[bytes]:
         """Continue every prompt by up to `max_new_bytes` bytes, all prompts in one batch: greedy at
         `temperature` 0, else sampled from the softmax at that temperature (over the `top_k` most
         likely bytes when given) with a generator seeded by `seed`. A sequence ends at any byte of
-        `stop` (left out of its result) and leaves the batch: a finished sequence costs nothing more."""
+        `stop` (left out of its result) and leaves the batch: a finished sequence costs nothing more.
+        `ragged`: see `step` (False for the sync-free masked step, e.g. under CUDA graphs)."""
         if any(len(p) == 0 for p in prompts):
             empty = next(i for i, p in enumerate(prompts) if len(p) == 0)
             raise ValueError(
@@ -147,7 +152,7 @@ class ByteLM(nn.Module):
                 rows, byte, state = rows[keep], byte[keep], state_rows(state, keep)
                 if rows.numel() == 0:
                     break
-            logits, state = self.step(byte, state)
+            logits, state = self.step(byte, state, ragged)
         return [bytes(out[b, : length[b]].tolist()) for b in range(len(prompts))]
 
 

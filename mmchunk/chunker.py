@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from mmchunk.kernels import boundary_probs, ema_scan, segment_reduce, seq_lengths, sequence_starts
 from mmchunk.ragged import Ragged
 from mmchunk.ragged_ops import window_means
-from mmchunk.stepping import keep_inactive, last_rows
+from mmchunk.stepping import last_rows, merge_rows, select_rows
 
 POOLINGS = ("boundary", "mean")
 
@@ -279,8 +279,10 @@ class DynamicChunker(nn.Module):
         )
         return self.upsample(smoothed, out), state
 
-    def route_step(self, x: Tensor, state: ChunkerState) -> tuple[Tensor, Tensor]:
-        """Boundary probability `p [B]` and boundary flag `b [B]` of one token per sequence `x [B, D]`."""
+    def route_step(self, x: Tensor, state: ChunkerState, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Boundary probability `p [B]` and boundary flag `b [B]` of one token per sequence `x [B, D]`
+        (or of the `[b, D]` of the sequences `rows`)."""
+        state = select_rows(state, rows)
         if self.every_token:
             probs = x.new_ones(x.shape[0])
         else:
@@ -300,11 +302,14 @@ class DynamicChunker(nn.Module):
         boundary: Tensor,
         state: ChunkerState,
         active: Tensor | None = None,
+        rows: Tensor | None = None,
     ) -> tuple[Tensor, ChunkerState]:
-        """Dechunk one token per sequence: `x [B, D]` the chunker's input, `z [B, D]` the main
-        network's output for the chunk it opened (used where `boundary [B]`): `[B, D]` and the new state."""
-        opened = probs[:, None] * z + (1.0 - probs[:, None]) * state.smoothed
-        smoothed = torch.where(boundary[:, None], opened, state.smoothed)
+        """Dechunk one token per sequence: `x [B, D]` the chunker's input (or `[b, D]` of the
+        sequences `rows`), `z` the main network's output for the chunk it opened (used where
+        `boundary`): the same shape, and the new state."""
+        old = select_rows(state, rows)
+        opened = probs[:, None] * z + (1.0 - probs[:, None]) * old.smoothed
+        smoothed = torch.where(boundary[:, None], opened, old.smoothed)
         key = x if self.every_token else self.k_proj(x)
-        new = ChunkerState(key, torch.ones_like(state.started), smoothed)
-        return smoothed + self.residual_proj(x), keep_inactive(active, new, state)
+        new = ChunkerState(key, torch.ones_like(old.started), smoothed)
+        return smoothed + self.residual_proj(x), merge_rows(state, new, active, rows)

@@ -27,6 +27,7 @@ def _generate(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         stop=args.stop.encode() if args.stop else None,
         seed=args.seed,
+        ragged=not args.masked,
     )
     seconds = time.perf_counter() - clock
     if args.json:
@@ -63,5 +64,11 @@ def add_generate_command(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--top-k", type=positive_int, help="sample among the k most likely bytes only")
     gen.add_argument("--stop", help="stop a prompt's generation at any of these characters (left out)")
     gen.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
+    gen.add_argument(
+        "--masked",
+        action="store_true",
+        help="step every sequence through every main network, kept where a chunk opens (no host "
+        "sync; same bytes) instead of running each main network on just the sequences that open a chunk",
+    )
     gen.add_argument("--json", action="store_true", help="print the outputs as JSON")
     gen.set_defaults(func=_generate)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from mmchunk.kernels import ema_scan, segment_ids, seq_lengths, sequence_starts, varlen_attention
 from mmchunk.ragged import Ragged
-from mmchunk.stepping import keep_inactive, last_rows
+from mmchunk.stepping import last_rows, merge_rows, select_rows
 
 MIXERS = ("recurrent", "window", "attention")
 
@@ -73,10 +73,11 @@ class RecurrentState:
 
 @dataclass
 class KVCache:
-    """An attention layer's keys and values (rotated), `k, v [B, S, H, Dh]`, the position of each
-    slot's token `pos [B, S]` (-1: empty) and the tokens seen per sequence `length [B]`. Global
-    attention keeps every token (S = capacity: stepping past it drops the oldest); a window of w
-    keeps the last w + 1 in a ring. Steps write into `k`, `v` and `pos` in place."""
+    """An attention layer's keys and values (rotated), `k, v [B, H, S, Dh]` (heads before slots, so a
+    step's attention is a batched matmul over the cache as it lies), the position of each slot's
+    token `pos [B, S]` (-1: empty) and the tokens seen per sequence `length [B]`. Global attention
+    keeps every token (S = capacity: stepping past it drops the oldest); a window of w keeps the
+    last w + 1 in a ring. Steps write into `k`, `v` and `pos` in place."""
 
     k: Tensor
     v: Tensor
@@ -123,14 +124,15 @@ class GatedRecurrence(nn.Module):
         )
 
     def step(
-        self, x: Tensor, state: RecurrentState, active: Tensor | None = None
+        self, x: Tensor, state: RecurrentState, active: Tensor | None = None, rows: Tensor | None = None
     ) -> tuple[Tensor, RecurrentState]:
-        """One token per sequence: `x [B, D]` → `[B, D]`."""
+        """One token per sequence: `x [B, D]` (or `[b, D]` of the sequences `rows`) → the same shape."""
+        old = select_rows(state, rows)
         candidate, gate_logit, out_gate = self.in_proj(x).chunk(3, dim=-1)
-        rate = torch.sigmoid(gate_logit).masked_fill(~state.started[:, None], 1.0)
-        h = rate * candidate + (1.0 - rate) * state.h
-        new = RecurrentState(h, torch.ones_like(state.started))
-        return self.out_proj(h * F.silu(out_gate)), keep_inactive(active, new, state)
+        rate = torch.sigmoid(gate_logit).masked_fill(~old.started[:, None], 1.0)
+        h = rate * candidate + (1.0 - rate) * old.h
+        new = RecurrentState(h, torch.ones_like(old.started))
+        return self.out_proj(h * F.silu(out_gate)), merge_rows(state, new, active, rows)
 
     def extend(self, x: Tensor, state: RecurrentState) -> tuple[Tensor, RecurrentState]:
         """The next tokens `x [n, D]` of one sequence (`state` of batch 1): `[n, D]` and the state
@@ -186,7 +188,7 @@ class Attention(nn.Module):
             raise ValueError("Attention: only causal attention can run step by step")
         slots = capacity if self.window is None else min(capacity, self.window + 1)
         head_dim = self.out.in_features // self.heads
-        kv = like.new_zeros(batch, slots, self.heads, head_dim)
+        kv = like.new_zeros(batch, self.heads, slots, head_dim)
         pos = torch.full((batch, slots), -1, dtype=torch.long, device=like.device)
         return KVCache(kv, kv.clone(), pos, torch.zeros(batch, dtype=torch.long, device=like.device))
 
@@ -202,36 +204,42 @@ class Attention(nn.Module):
         cache = self.init_state(batch.batch_size, longest + room, x)
         seq = segment_ids(batch.cu_seqlens, batch.num_tokens)
         index = torch.arange(batch.num_tokens, device=x.device) - batch.cu_seqlens.long()[seq]
-        slots = cache.k.shape[1]
+        slots = cache.k.shape[2]
         keep = index >= lengths[seq] - slots  # a window keeps the last `slots` tokens
         seq, index = seq[keep], index[keep]
-        cache.k[seq, index % slots] = k[keep].to(cache.k.dtype)
-        cache.v[seq, index % slots] = v[keep].to(cache.v.dtype)
+        cache.k[seq, :, index % slots] = k[keep].to(cache.k.dtype)
+        cache.v[seq, :, index % slots] = v[keep].to(cache.v.dtype)
         cache.pos[seq, index % slots] = index
         cache.length = lengths
         return out, cache
 
-    def step(self, x: Tensor, cache: KVCache, active: Tensor | None = None) -> tuple[Tensor, KVCache]:
-        """One token per sequence: `x [B, D]` → `[B, D]`, at position `cache.length`; its key and value
-        go into the cache in place (not for rows with `active` False, whose output is unused)."""
-        batch, slots = cache.k.shape[:2]
+    def step(
+        self, x: Tensor, cache: KVCache, active: Tensor | None = None, rows: Tensor | None = None
+    ) -> tuple[Tensor, KVCache]:
+        """One token per sequence: `x [B, D]` (or `[b, D]` of the sequences `rows`) → the same shape,
+        at position `cache.length`; its key and value go into the cache in place (not for rows with
+        `active` False, whose output is unused). A sub-batch attends over a gathered copy of its
+        rows of the cache."""
+        slots = cache.k.shape[2]
         q, k, v = rearrange(self.qkv(x), "b (three h d) -> three b h d", three=3, h=self.heads)
-        position = cache.length
+        index = torch.arange(x.shape[0], device=x.device) if rows is None else rows
+        position = cache.length[index]
         q, k = rotary(q, position.float()), rotary(k, position.float())
         write = torch.ones_like(position, dtype=torch.bool) if active is None else active
-        rows, slot = torch.arange(batch, device=x.device), position % slots
-        cache.k[rows, slot] = torch.where(write[:, None, None], k, cache.k[rows, slot])
-        cache.v[rows, slot] = torch.where(write[:, None, None], v, cache.v[rows, slot])
-        cache.pos[rows, slot] = torch.where(write, position, cache.pos[rows, slot])
-        visible = (cache.pos >= 0) & (cache.pos <= position[:, None])
+        slot = position % slots
+        cache.k[index, :, slot] = torch.where(write[:, None, None], k, cache.k[index, :, slot])
+        cache.v[index, :, slot] = torch.where(write[:, None, None], v, cache.v[index, :, slot])
+        cache.pos[index, slot] = torch.where(write, position, cache.pos[index, slot])
+        keys, values, pos = (t if rows is None else t[rows] for t in (cache.k, cache.v, cache.pos))
+        visible = (pos >= 0) & (pos <= position[:, None])
         if self.window is not None:
-            visible &= position[:, None] - cache.pos <= self.window
+            visible &= position[:, None] - pos <= self.window
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        scores = torch.einsum("bhd,bshd->bhs", q.to(dtype), cache.k.to(dtype)) / q.shape[-1] ** 0.5
+        scores = torch.einsum("bhd,bhsd->bhs", q.to(dtype), keys.to(dtype)) / q.shape[-1] ** 0.5
         weights = scores.masked_fill(~visible[:, None, :], float("-inf")).softmax(-1).nan_to_num(0.0)
-        out = torch.einsum("bhs,bshd->bhd", weights, cache.v.to(dtype)).to(x.dtype)
-        new = KVCache(cache.k, cache.v, cache.pos, position + write.long())
-        return self.out(rearrange(out, "b h d -> b (h d)")), new
+        out = torch.einsum("bhs,bhsd->bhd", weights, values.to(dtype)).to(x.dtype)
+        length = merge_rows(cache.length, position + write.long(), None, rows)
+        return self.out(rearrange(out, "b h d -> b (h d)")), KVCache(cache.k, cache.v, cache.pos, length)
 
 
 class MixerBlock(nn.Module):
@@ -279,9 +287,11 @@ class MixerBlock(nn.Module):
         h = x.values + mixed
         return x.with_values(h + self.mlp(self.norm2(h))), state
 
-    def step(self, x: Tensor, state, active: Tensor | None = None) -> tuple[Tensor, RecurrentState | KVCache]:
-        """One token per sequence: `x [B, D]` → `[B, D]`."""
-        mixed, state = self.mixer.step(self.norm1(x), state, active)
+    def step(
+        self, x: Tensor, state, active: Tensor | None = None, rows: Tensor | None = None
+    ) -> tuple[Tensor, RecurrentState | KVCache]:
+        """One token per sequence: `x [B, D]` (or `[b, D]` of the sequences `rows`) → the same shape."""
+        mixed, state = self.mixer.step(self.norm1(x), state, active, rows)
         return self._feed_forward(x + mixed), state
 
     def extend(self, x: Tensor, state: RecurrentState) -> tuple[Tensor, RecurrentState]:
@@ -322,11 +332,14 @@ class MixerStack(nn.Sequential):
             states.append(state)
         return x, states
 
-    def step(self, x: Tensor, states: list, active: Tensor | None = None) -> tuple[Tensor, list]:
-        """One token per sequence through every block: `x [B, D]` → `[B, D]`."""
+    def step(
+        self, x: Tensor, states: list, active: Tensor | None = None, rows: Tensor | None = None
+    ) -> tuple[Tensor, list]:
+        """One token per sequence through every block: `x [B, D]` (or `[b, D]` of the sequences
+        `rows`, `mmchunk.stepping`) → the same shape."""
         new = []
         for block, state in zip(self, states):
-            x, state = block.step(x, state, active)
+            x, state = block.step(x, state, active, rows)
             new.append(state)
         return x, new
 

@@ -110,10 +110,10 @@ def segment_file(
     window by window with `context_s` on either side (`mmchunk.longform`: bounded memory, the
     boundaries of one pass); "windows" says how many. A causal audio encoder (`level: causal`)
     streams such a file instead (`mmchunk.streaming`: the same chunks as one pass, in bounded memory).
-    Within one window, with a second chunking stage, an audio report gains its coarse chunks ("stage2_chunks": words
-    with `onset_weight`); with a CTC head, the "word_onsets" (s) the head finds without a transcript
-    (`ctc_word_onsets`). `text`: the recording's transcript; the report gains its "words" with their
-    times and the "alignment" method (`place_words`)."""
+    Within one window, with a second chunking stage, an audio report gains its coarse chunks
+    ("stage2_chunks": words with `onset_weight`); with a CTC head, the "word_onsets" (s) the head
+    finds without a transcript (`ctc_word_onsets`). `text`: the recording's transcript; the report
+    gains its "words" with their times and the "alignment" method (`place_words`)."""
     path = Path(path)
     if text is not None and not text.split():
         raise ValueError(f"{path}: the transcript to align is empty")

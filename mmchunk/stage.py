@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from mmchunk import stepping
@@ -86,13 +87,26 @@ class ChunkedStage(nn.Module):
         output, decoder = stepping.prefill(self.decoder, hidden.with_values(tokens), room)
         return StageOutput(output, [routed, *nested]), StageState(encoder, chunker, main, decoder)
 
-    def step(self, x: Tensor, state: StageState, active: Tensor | None = None) -> tuple[Tensor, StageState]:
-        """One token per sequence, `x [B, D]` → `[B, D]`; rows with `active [B]` False keep their
-        state. The main network steps (with `active`) only for the rows that open a chunk."""
-        hidden, encoder = stepping.step(self.encoder, x, state.encoder, active)
-        probs, boundary = self.chunker.route_step(hidden, state.chunker)
-        opens = boundary if active is None else boundary & active
-        inner, main = self.main.step(hidden, state.main, opens)
-        tokens, chunker = self.chunker.dechunk_step(hidden, inner, probs, boundary, state.chunker, active)
-        output, decoder = stepping.step(self.decoder, tokens, state.decoder, active)
+    def step(
+        self, x: Tensor, state: StageState, active: Tensor | None = None, rows: Tensor | None = None
+    ) -> tuple[Tensor, StageState]:
+        """One token per sequence, `x [B, D]` → `[B, D]`, masked or ragged (`mmchunk.stepping`). Masked:
+        rows with `active [B]` False keep their state, and the main network steps on every row,
+        kept where a chunk opens. Ragged (`x [b, D]` of the sequences `rows [b]`): the main network
+        runs on just the sequences that open a chunk, and not at all when none does."""
+        hidden, encoder = stepping.step(self.encoder, x, state.encoder, active, rows)
+        probs, boundary = self.chunker.route_step(hidden, state.chunker, rows)
+        if rows is None:
+            opens = boundary if active is None else boundary & active
+            inner, main = self.main.step(hidden, state.main, opens)
+        else:
+            opening = boundary.nonzero().squeeze(1)
+            inner, main = torch.zeros_like(hidden), state.main
+            if opening.numel():
+                z, main = self.main.step(hidden[opening], state.main, None, rows[opening])
+                inner = inner.index_copy(0, opening, z)
+        tokens, chunker = self.chunker.dechunk_step(
+            hidden, inner, probs, boundary, state.chunker, active, rows
+        )
+        output, decoder = stepping.step(self.decoder, tokens, state.decoder, active, rows)
         return output, StageState(encoder, chunker, main, decoder)

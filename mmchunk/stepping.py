@@ -1,8 +1,15 @@
 """The step path through chunked stages: what the modules' `init_state` / `prefill` / `step`
-methods share. A state is a small dataclass of `[B, ...]` tensors, one row per sequence; a step
-takes one token per sequence, and rows whose `active [B]` flag is False keep their state (a main
-network steps only for the sequences whose routing opened a chunk). No step syncs with the host
-or loops over sequences in Python."""
+methods share. A state is a small dataclass of `[B, ...]` tensors, one row per sequence, and a step
+takes one token per sequence in one of two ways:
+
+- masked (`rows` None): `x [B, D]` holds every sequence, and rows whose `active [B]` flag is False
+  keep their state. A main network then steps on every row and keeps the result only where a chunk
+  opens: no host sync, and a step compiles as one graph.
+- ragged (`rows [b]` int64): `x [b, D]` holds only the sequences `rows` of the state, the others
+  keep theirs. A chunked stage then runs its main network on just the rows that open a chunk (one
+  host sync per stage and step, to size that sub-batch), so its cost follows the chunking.
+
+Neither loops over sequences in Python."""
 
 from __future__ import annotations
 
@@ -48,6 +55,29 @@ def keep_inactive(active: Tensor | None, new: Any, old: Any) -> Any:
     raise TypeError(f"keep_inactive: cannot merge a {type(new).__name__}")
 
 
+def merge_rows(state: Any, new: Any, active: Tensor | None, rows: Tensor | None) -> Any:
+    """The full-batch state after a step that computed `new`: for the sub-batch `rows [b]` (ragged)
+    `new`'s rows written into a copy of `state`; else `keep_inactive(active, new, state)`."""
+    if rows is None:
+        return keep_inactive(active, new, state)
+    if isinstance(new, Tensor):
+        return state.index_copy(0, rows, new)
+    if dataclasses.is_dataclass(new):
+        return dataclasses.replace(
+            new,
+            **{
+                f.name: merge_rows(getattr(state, f.name), getattr(new, f.name), None, rows)
+                for f in dataclasses.fields(new)
+            },
+        )
+    raise TypeError(f"merge_rows: cannot merge a {type(new).__name__}")
+
+
+def select_rows(state: Any, rows: Tensor | None) -> Any:
+    """`state_rows(state, rows)`, or `state` itself for every row (`rows` None)."""
+    return state if rows is None else state_rows(state, rows)
+
+
 def state_rows(state: Any, index: Tensor) -> Any:
     """The state of the sequences `index [b]` only (to drop finished sequences from a batch)."""
     if state is None:
@@ -73,6 +103,8 @@ def prefill(module: nn.Module, x, room: int) -> tuple[Any, Any]:
     return (x, None) if isinstance(module, nn.Identity) else module.prefill(x, room)
 
 
-def step(module: nn.Module, x: Tensor, state: Any, active: Tensor | None) -> tuple[Tensor, Any]:
-    """`module.step(x, state, active)`, or `(x, None)` for the identity."""
-    return (x, None) if isinstance(module, nn.Identity) else module.step(x, state, active)
+def step(
+    module: nn.Module, x: Tensor, state: Any, active: Tensor | None, rows: Tensor | None = None
+) -> tuple[Tensor, Any]:
+    """`module.step(x, state, active, rows)`, or `(x, None)` for the identity."""
+    return (x, None) if isinstance(module, nn.Identity) else module.step(x, state, active, rows)

@@ -23,7 +23,9 @@ def random_bytes(lengths: list[int], seed: int = 0) -> list[torch.Tensor]:
     return [torch.randint(0, 256, (n,), generator=gen) for n in lengths]
 
 
-def stepped_logits(m, seqs: list[torch.Tensor], prompt: list[int]) -> list[torch.Tensor]:
+def stepped_logits(
+    m, seqs: list[torch.Tensor], prompt: list[int], ragged: bool = False
+) -> list[torch.Tensor]:
     """Per sequence `[len - prompt + 1, V]`: the logits after its prompt, then after each true byte
     fed one step at a time (every sequence steps each time; those past their end are ignored)."""
     room = max(len(s) - p for s, p in zip(seqs, prompt))  # exactly what the steps need
@@ -32,16 +34,17 @@ def stepped_logits(m, seqs: list[torch.Tensor], prompt: list[int]) -> list[torch
         rows = [[logits[b]] for b in range(len(seqs))]
         for t in range(max(len(s) - p for s, p in zip(seqs, prompt))):
             byte = torch.stack([s[min(p + t, len(s) - 1)] for s, p in zip(seqs, prompt)])
-            logits, state = m.step(byte, state)
+            logits, state = m.step(byte, state, ragged)
             for b, (s, p) in enumerate(zip(seqs, prompt)):
                 if p + t < len(s):
                     rows[b].append(logits[b])
     return [torch.stack(r[: len(s) - p + 1]) for r, s, p in zip(rows, seqs, prompt)]
 
 
+@pytest.mark.parametrize("ragged", [False, True])
 @pytest.mark.parametrize("stages", [0, 1, 2])
 @pytest.mark.parametrize("batch", [1, 8])
-def test_step_logits_equal_the_full_pass(stages, batch):
+def test_step_logits_equal_the_full_pass(stages, batch, ragged):
     m = model(stages)
     seqs = random_bytes(LENGTHS[batch], seed=batch)
     with torch.no_grad():
@@ -49,7 +52,7 @@ def test_step_logits_equal_the_full_pass(stages, batch):
     assert all(r.compression > 1.2 for r in routing)  # the stages really chunk
     cu = [0, *torch.tensor(LENGTHS[batch]).cumsum(0).tolist()]
     for prompt in ([1] * batch, [max(1, n // 3) for n in LENGTHS[batch]]):
-        stepped = stepped_logits(m, seqs, prompt)
+        stepped = stepped_logits(m, seqs, prompt, ragged)
         for b, p in enumerate(prompt):
             want = full[cu[b] + p - 1 : cu[b + 1]]
             torch.testing.assert_close(stepped[b][: len(want)], want, atol=1e-4, rtol=0)
@@ -65,7 +68,7 @@ def test_window_attention_steps_past_its_window():
     with torch.no_grad():
         full = stack(Ragged.from_list(seqs)).values
         out, state = stack.prefill(Ragged.from_list([s[:p] for s, p in zip(seqs, prompt)]), 64)
-        assert state[0].k.shape[1] == 5  # the bounded cache
+        assert state[0].k.shape[2] == 5  # the bounded cache
         want = torch.cat([full[c : c + p] for c, p in zip(cu, prompt)])
         torch.testing.assert_close(out.values, want, atol=1e-5, rtol=0)
         for t in range(max(n - p for n, p in zip(lengths, prompt))):
@@ -74,6 +77,32 @@ def test_window_attention_steps_past_its_window():
             for b, i in enumerate(index):
                 if prompt[b] + t < lengths[b]:
                     torch.testing.assert_close(y[b], full[cu[b] + i], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_ragged_step_runs_each_main_network_on_the_opening_rows_only(monkeypatch, batch):
+    """Ragged steps: the main network of each stage steps on a sub-batch of exactly the sequences
+    whose byte opens a chunk at that level (the full pass's boundaries), and not at all when none does."""
+    m = model(2)
+    length = 30
+    seqs = random_bytes([length] * batch, seed=5)
+    with torch.no_grad():
+        _, routing = m(Ragged.from_list(seqs))
+    opens = [routing[0].boundary_mask, torch.zeros_like(routing[0].boundary_mask)]
+    opens[1][routing[0].boundary_mask.nonzero().squeeze(1)] = routing[1].boundary_mask  # per byte
+    calls: dict[int, list[int]] = {0: [], 1: []}
+    for level, module in enumerate((m.network.main, m.network.main.main)):
+
+        def counted(x, state, active=None, rows=None, level=level, module=module, original=module.step):
+            calls[level].append(len(x))
+            return original(x, state, active, rows)
+
+        monkeypatch.setattr(module, "step", counted)
+    stepped_logits(m, seqs, [1] * batch, ragged=True)
+    for level in (0, 1):
+        per_step = opens[level].view(batch, length)[:, 1:].sum(0).tolist()  # byte t + 1 at step t
+        assert calls[level] == [n for n in per_step if n > 0]
+    assert 0 < len(calls[1]) < length - 1 if batch == 1 else min(calls[1]) < batch  # really ragged
 
 
 @pytest.mark.parametrize("stages", [0, 1, 2])
@@ -88,6 +117,7 @@ def test_greedy_generation_is_argmax_decoding(stages):
             logits, _ = m(Ragged.from_list([whole]))
             assert logits[len(prompt) - 1 : -1].argmax(-1).tolist() == list(out)
     assert m.generate(prompts[:1], 12) == outs[:1]  # the batch does not change a sequence's bytes
+    assert m.generate(prompts, 12, ragged=False) == outs  # the masked step: the same bytes
 
 
 def test_stop_byte_ends_only_the_sequences_that_reach_it(monkeypatch):
@@ -98,7 +128,7 @@ def test_stop_byte_ends_only_the_sequences_that_reach_it(monkeypatch):
     batches = []
     step = ByteLM.step
     monkeypatch.setattr(
-        ByteLM, "step", lambda self, byte, state: batches.append(len(byte)) or step(self, byte, state)
+        ByteLM, "step", lambda self, byte, *rest: batches.append(len(byte)) or step(self, byte, *rest)
     )
     stopped = m.generate(prompts, 16, stop=bytes([stop]))
     assert stopped[0] == free[0][: free[0].index(stop)] and stopped[1] == free[1]
@@ -153,6 +183,8 @@ def test_generate_command(tmp_path, capsys):
         w.decode("utf-8", errors="replace").encode() for w in want
     ]
     assert [r["bytes"] for r in rows] == [6, 6]
+    assert main([*argv, "--max-new-bytes", "6", "--json", "--masked"]) == 0
+    assert json.loads(capsys.readouterr().out)["outputs"] == rows
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 40)
     for bad, message in [
         ("missing.safetensors", "no such byte model file"),
