@@ -25,8 +25,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        """`x [..., D]` → same shape."""
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        """`x [..., D]` → same shape: `x / sqrt(mean(x²) + eps) * weight` (one fused op)."""
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 
 
 class SwiGLU(nn.Module):
@@ -139,7 +139,8 @@ class GatedRecurrence(nn.Module):
         after them, as `forward` over the whole sequence would give (a stream's blocks)."""
         candidate, gate_logit, out_gate = self.in_proj(x).chunk(3, dim=-1)
         rate = torch.sigmoid(gate_logit)
-        rate = torch.cat([rate[:1].masked_fill(~state.started[:, None], 1.0), rate[1:]])
+        if not bool(state.started.all()):  # the sequence's first token: z = 1
+            rate = torch.cat([torch.ones_like(rate[:1]), rate[1:]])
         h = continue_scan(candidate, rate, state.h)
         return self.out_proj(h * F.silu(out_gate)), RecurrentState(h[-1:], torch.ones_like(state.started))
 
@@ -150,11 +151,12 @@ def continue_scan(x: Tensor, rate: Tensor, h: Tensor) -> Tensor:
     if x.shape[0] > 8:
         cu = torch.tensor([0, x.shape[0] + 1], dtype=torch.int32, device=x.device)
         return ema_scan(torch.cat([h, x]), torch.cat([torch.ones_like(rate[:1]), rate]), cu)[1:]
+    drive, keep = rate * x, 1.0 - rate
     rows = []
     for t in range(x.shape[0]):
-        h = torch.addcmul(rate[t : t + 1] * x[t : t + 1], 1.0 - rate[t : t + 1], h)
+        h = torch.addcmul(drive[t : t + 1], keep[t : t + 1], h)
         rows.append(h)
-    return torch.cat(rows)
+    return rows[0] if len(rows) == 1 else torch.cat(rows)
 
 
 class Attention(nn.Module):

@@ -61,8 +61,9 @@ def read_blocks(path: str | Path, rate: int, block_seconds: float = 30.0) -> Ite
 
         if native == rate:
             block = max(1, round(block_seconds * rate))
-            while (piece := read(block)).numel():
-                yield piece
+            many = block * -(-rate // block)  # read ≥ 1 s at once: small reads of a compressed file are slow
+            while (piece := read(many)).numel():
+                yield from piece.split(block)
             return
         g = math.gcd(native, rate)
         step_in, step_out = native // g, rate // g
