@@ -100,8 +100,12 @@ class ByteLM(nn.Module):
         """One byte per sequence, `byte [B]` → the next byte's logits `[B, 256]` and the new state.
         `ragged`: each main network runs on just the sequences that open a chunk (one host sync per
         stage); else a masked step on every row (no sync; compiles as one graph). Same logits."""
-        rows = torch.arange(byte.shape[0], device=byte.device) if ragged and self.stages else None
-        hidden, state = self.network.step(self.embed(byte.long()), state, None, rows)
+        x = self.embed(byte.long())
+        hidden, state = (
+            self.network.step(x, state, ragged=True)
+            if ragged and self.stages
+            else self.network.step(x, state)
+        )
         return self.head(self.norm(hidden)), state
 
     @torch.no_grad()

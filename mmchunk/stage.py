@@ -88,22 +88,28 @@ class ChunkedStage(nn.Module):
         return StageOutput(output, [routed, *nested]), StageState(encoder, chunker, main, decoder)
 
     def step(
-        self, x: Tensor, state: StageState, active: Tensor | None = None, rows: Tensor | None = None
+        self,
+        x: Tensor,
+        state: StageState,
+        active: Tensor | None = None,
+        rows: Tensor | None = None,
+        ragged: bool = False,
     ) -> tuple[Tensor, StageState]:
         """One token per sequence, `x [B, D]` → `[B, D]`, masked or ragged (`mmchunk.stepping`). Masked:
         rows with `active [B]` False keep their state, and the main network steps on every row,
-        kept where a chunk opens. Ragged (`x [b, D]` of the sequences `rows [b]`): the main network
-        runs on just the sequences that open a chunk, and not at all when none does."""
+        kept where a chunk opens. Ragged (`ragged`, or `x [b, D]` of the sequences `rows [b]`): the
+        main network runs on just the sequences that open a chunk, and not at all when none does."""
         hidden, encoder = stepping.step(self.encoder, x, state.encoder, active, rows)
         probs, boundary = self.chunker.route_step(hidden, state.chunker, rows)
-        if rows is None:
+        if rows is None and not ragged:
             opens = boundary if active is None else boundary & active
             inner, main = self.main.step(hidden, state.main, opens)
         else:
             opening = boundary.nonzero().squeeze(1)
             inner, main = torch.zeros_like(hidden), state.main
             if opening.numel():
-                z, main = self.main.step(hidden[opening], state.main, None, rows[opening])
+                sub = opening if rows is None else rows[opening]
+                z, main = self.main.step(hidden[opening], state.main, None, sub)
                 inner = inner.index_copy(0, opening, z)
         tokens, chunker = self.chunker.dechunk_step(
             hidden, inner, probs, boundary, state.chunker, active, rows
