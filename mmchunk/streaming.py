@@ -120,8 +120,10 @@ class StreamingSegmenter:
     def _running(self, name: str, values: Tensor, first: int) -> Tensor:
         """Running means of `values [n, C]` over the stream, the same float64 prefix sums as
         `causal_means` (the carried sum continues the cumulative sum)."""
-        carry = self.sums.get(name, torch.zeros(1, values.shape[1], dtype=torch.float64))
-        prefix = torch.cat([carry, values.double()]).cumsum(0)[1:]
+        carry = self.sums.get(name)
+        prefix = (
+            values.double().cumsum(0) if carry is None else torch.cat([carry, values.double()]).cumsum(0)[1:]
+        )
         self.sums[name] = prefix[-1:]
         count = torch.arange(first + 1, first + values.shape[0] + 1, dtype=torch.float64)
         return (prefix / count[:, None]).to(values.dtype)
