@@ -101,11 +101,11 @@ class ChunkedStage(nn.Module):
         main network runs on just the sequences that open a chunk, and not at all when none does."""
         hidden, encoder = stepping.step(self.encoder, x, state.encoder, active, rows)
         probs, boundary = self.chunker.route_step(hidden, state.chunker, rows)
+        opens = boundary if active is None else boundary & active
         if rows is None and not ragged:
-            opens = boundary if active is None else boundary & active
             inner, main = self.main.step(hidden, state.main, opens)
         else:
-            opening = boundary.nonzero().squeeze(1)
+            opening = opens.nonzero().squeeze(1)
             inner, main = torch.zeros_like(hidden), state.main
             if opening.numel():
                 sub = opening if rows is None else rows[opening]

@@ -5,9 +5,10 @@ takes one token per sequence in one of two ways:
 - masked (`rows` None): `x [B, D]` holds every sequence, and rows whose `active [B]` flag is False
   keep their state. A main network then steps on every row and keeps the result only where a chunk
   opens: no host sync, and a step compiles as one graph.
-- ragged (`rows [b]` int64): `x [b, D]` holds only the sequences `rows` of the state, the others
-  keep theirs. A chunked stage then runs its main network on just the rows that open a chunk (one
-  host sync per stage and step, to size that sub-batch), so its cost follows the chunking.
+- ragged: a chunked stage runs its main network on a sub-batch of just the rows that open a chunk
+  (one host sync per stage and step, to size it), so its cost follows the chunking. The outermost
+  stage is asked for it (`ragged=True`) and steps every row itself; inside, `x [b, D]` holds only
+  the sequences `rows [b]` (int64) of the state, and the others keep theirs.
 
 Neither loops over sequences in Python."""
 
