@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from mmchunk.kernels import boundary_probs, ema_scan, segment_reduce, seq_lengths, sequence_starts
 from mmchunk.ragged import Ragged
 from mmchunk.ragged_ops import window_means
-from mmchunk.stepping import last_rows, merge_rows, select_rows
+from mmchunk.stepping import last_rows, merge_rows, state_rows
 
 POOLINGS = ("boundary", "mean")
 
@@ -282,7 +282,7 @@ class DynamicChunker(nn.Module):
     def route_step(self, x: Tensor, state: ChunkerState, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Boundary probability `p [B]` and boundary flag `b [B]` of one token per sequence `x [B, D]`
         (or of the `[b, D]` of the sequences `rows`)."""
-        state = select_rows(state, rows)
+        state = state_rows(state, rows)
         if self.every_token:
             probs = x.new_ones(x.shape[0])
         else:
@@ -307,7 +307,7 @@ class DynamicChunker(nn.Module):
         """Dechunk one token per sequence: `x [B, D]` the chunker's input (or `[b, D]` of the
         sequences `rows`), `z` the main network's output for the chunk it opened (used where
         `boundary`): the same shape, and the new state."""
-        old = select_rows(state, rows)
+        old = state_rows(state, rows)
         opened = probs[:, None] * z + (1.0 - probs[:, None]) * old.smoothed
         smoothed = torch.where(boundary[:, None], opened, old.smoothed)
         key = x if self.every_token else self.k_proj(x)

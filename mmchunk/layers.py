@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from mmchunk.kernels import ema_scan, segment_ids, seq_lengths, sequence_starts, varlen_attention
 from mmchunk.ragged import Ragged
-from mmchunk.stepping import last_rows, merge_rows, select_rows
+from mmchunk.stepping import last_rows, merge_rows, state_rows
 
 MIXERS = ("recurrent", "window", "attention")
 
@@ -127,7 +127,7 @@ class GatedRecurrence(nn.Module):
         self, x: Tensor, state: RecurrentState, active: Tensor | None = None, rows: Tensor | None = None
     ) -> tuple[Tensor, RecurrentState]:
         """One token per sequence: `x [B, D]` (or `[b, D]` of the sequences `rows`) → the same shape."""
-        old = select_rows(state, rows)
+        old = state_rows(state, rows)
         candidate, gate_logit, out_gate = self.in_proj(x).chunk(3, dim=-1)
         rate = torch.sigmoid(gate_logit).masked_fill(~old.started[:, None], 1.0)
         h = rate * candidate + (1.0 - rate) * old.h

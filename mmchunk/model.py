@@ -10,6 +10,7 @@ predict each next token's encoder feature, which (as in H-Net) trains the routin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
@@ -181,9 +182,11 @@ class ChunkFusionModel(nn.Module):
             {m: nn.Sequential(RMSNorm(dim), nn.Linear(dim, embed_dim)) for m in ("audio", "text")}
         )
         self.match_head = nn.Sequential(RMSNorm(dim), nn.Linear(dim, 1))
-        # byte CTC of the dechunked audio tokens against the paired transcript (blank + 256 bytes)
-        self.ctc_head = nn.Sequential(RMSNorm(dim), nn.Linear(dim, 257)) if ctc_weight > 0 else None
-        self.ctc_probe = MixerStack(dim, 1, "window", heads) if ctc_weight > 0 and ctc_probe else None
+        # byte CTC of the dechunked audio tokens against the paired transcript (blank + 256 bytes);
+        # a probe draws its weights without moving the RNG, so the network around it starts as without it
+        with torch.random.fork_rng(devices=[]) if ctc_probe else contextlib.nullcontext():
+            self.ctc_head = nn.Sequential(RMSNorm(dim), nn.Linear(dim, 257)) if ctc_weight > 0 else None
+            self.ctc_probe = MixerStack(dim, 1, "window", heads) if ctc_weight > 0 and ctc_probe else None
         self.ctc_clips = ctc_clips
         # hashed bag of words of the paired transcript, predicted from the pooled audio chunks
         self.word_head = None
@@ -200,6 +203,13 @@ class ChunkFusionModel(nn.Module):
             "onset": onset_weight,
             "words": word_weight,
         }
+
+    def probe_parameters(self) -> list[nn.Parameter]:
+        """The detached CTC probe's parameters (its block and the CTC head; empty without a probe):
+        nothing else depends on them, so they are clipped on their own (`AudioTextModule`)."""
+        if self.ctc_probe is None:
+            return []
+        return [*self.ctc_probe.parameters(), *self.ctc_head.parameters()]
 
     @property
     def token_periods(self) -> dict[str, float]:

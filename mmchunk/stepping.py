@@ -74,15 +74,11 @@ def merge_rows(state: Any, new: Any, active: Tensor | None, rows: Tensor | None)
     raise TypeError(f"merge_rows: cannot merge a {type(new).__name__}")
 
 
-def select_rows(state: Any, rows: Tensor | None) -> Any:
-    """`state_rows(state, rows)`, or `state` itself for every row (`rows` None)."""
-    return state if rows is None else state_rows(state, rows)
-
-
-def state_rows(state: Any, index: Tensor) -> Any:
-    """The state of the sequences `index [b]` only (to drop finished sequences from a batch)."""
-    if state is None:
-        return None
+def state_rows(state: Any, index: Tensor | None) -> Any:
+    """The state of the sequences `index [b]` only (a sub-batch; finished sequences dropped from a
+    batch), or `state` itself for every sequence (`index` None)."""
+    if state is None or index is None:
+        return state
     if isinstance(state, Tensor):
         return state[index]
     if isinstance(state, list | tuple):

@@ -184,6 +184,21 @@ class AudioTextModule(L.LightningModule):
             self.log("val/mAP@10", (scores["a2t_mAP@10"] + scores["t2a_mAP@10"]) / 2, prog_bar=True)
         self.validation = ValidationAccumulator(self.model.token_periods)
 
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Lightning's clipping, with a detached CTC probe clipped on its own: its gradients then do not
+        scale the network's, and a probe changes no weight of the model it reads (tested)."""
+        probe = {id(p) for p in self.model.probe_parameters()}
+        if not probe or gradient_clip_val is None:
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        for part in ([p for p in params if id(p) not in probe], [p for p in params if id(p) in probe]):
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(part, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(part, gradient_clip_val)
+
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(
             self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay

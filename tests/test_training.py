@@ -117,6 +117,18 @@ def test_resume_at_any_step_is_exact(straight_run, tmp_path, stop):
         torch.testing.assert_close(got[name], straight[name], rtol=0, atol=0, msg=name)
 
 
+def test_a_ctc_probe_changes_no_weight_of_the_model(straight_run, tmp_path):
+    """Five steps with a detached CTC probe (and gradient clipping, as the recipe has): every weight
+    outside the probe equals the straight run's bit for bit, and the probe itself trained."""
+    data, straight = straight_run
+    probe = "--model.ctc_weight", "0.1", "--model.ctc_probe", "true", "--model.ctc_clips", "1"
+    got = _tiny_fit(data, tmp_path, 5, *probe).lightning_module.state_dict()
+    extra = {name for name in got if name not in straight}
+    assert extra and all(name.startswith(("model.ctc_head.", "model.ctc_probe.")) for name in extra)
+    for name in straight:
+        torch.testing.assert_close(got[name], straight[name], rtol=0, atol=0, msg=name)
+
+
 def test_resume_mid_epoch_is_exact(straight_run, tmp_path, monkeypatch):
     """5 steps straight == 2 steps, stop, resume from last.ckpt to 5 (3 batches per epoch: the stop
     is mid-epoch and the resumed run crosses into the next, reshuffled, epoch). The stopped and
