@@ -177,3 +177,21 @@ def test_real_alignment_benchmark(trained, tmp_path):
     command = [sys.executable, str(BENCH / "real_alignment.py"), "--ckpt", str(ckpt), str(empty)]
     bad = subprocess.run(command, capture_output=True, text=True)
     assert bad.returncode == 2 and "no recording with a transcript" in bad.stderr
+
+
+def test_generation_benchmark():
+    """Tiny models and contexts: every (context, B, model) row with its chunking, and the batched
+    against sequential table with a decode-only column."""
+    out = run("generation.py", "--contexts", "48", "--batches", "1", "8", "--new", "3", "--dim", "32",
+              "--depth", "1", "--train-steps", "2", "--repeats", "1", "--threads", "1")  # fmt: skip
+    rows = [line.split() for line in out.splitlines() if re.match(r"\s+48\s+(1|8)\s", line)]
+    assert [(r[1], r[2]) for r in rows] == [
+        (b, m) for b in ("1", "8") for m in ("flat", "1-stage", "2-stage")
+    ]
+    assert all(r[-1] == "-" for r in rows if r[2] == "flat") and all(
+        "/" in r for r in rows if r[2] == "2-stage"
+    )
+    batched = [
+        line.split() for line in out.splitlines() if re.match(r"\s+48\s+(flat|1-stage|2-stage)\s", line)
+    ]
+    assert len(batched) == 3 and all(r[-1].endswith("x") and r[-2].endswith("x") for r in batched)
