@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import itertools
 import statistics
+import warnings
 
 import torch
 from torch import Tensor
 
 from mmchunk.chunker import ChunkerOutput
 from mmchunk.ragged import Ragged
+
+MAX_ALIGN_CELLS = 10**9  # torchaudio's forced alignment keeps one byte per cell (T × (2S + 1)): ~1 GB
 
 
 def word_byte_spans(text: str | bytes) -> list[tuple[int, int]]:
@@ -55,13 +58,20 @@ def ctc_byte_frames(log_probs: Tensor, data: bytes) -> Tensor | None:
     """The frame at which each byte of `data` (`ascii_lower`ed) is first emitted in the best CTC path
     through `log_probs [T, 257]` (blank 0, byte b → b + 1; torchaudio's forced alignment): `[S]` int64, or
     None when the bytes cannot fit in `T` frames (CTC needs one frame per byte plus a blank between
-    repeated bytes)."""
+    repeated bytes) or their trellis would outgrow `MAX_ALIGN_CELLS` (a warning says so)."""
     import torchaudio.functional as AF
 
     if not data:
         return torch.zeros(0, dtype=torch.long)
     repeats = sum(a == b for a, b in itertools.pairwise(data))
     if log_probs.shape[0] < len(data) + repeats:
+        return None
+    if (cells := log_probs.shape[0] * (2 * len(data) + 1)) > MAX_ALIGN_CELLS:
+        warnings.warn(
+            f"a transcript of {len(data)} bytes over {log_probs.shape[0]} frames is not force-aligned: its "
+            f"trellis ({cells:.2g} cells) exceeds {MAX_ALIGN_CELLS:.0e}; cut the recording shorter",
+            stacklevel=2,
+        )
         return None
     targets = ascii_lower(torch.tensor([list(data)], dtype=torch.int32)) + 1
     path, _ = AF.forced_align(log_probs[None].float().cpu(), targets, blank=0)

@@ -33,10 +33,11 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 import mmchunk
+from mmchunk.alignment import batch_byte_frames
 from mmchunk.atomic import atomic_write, write_json
 from mmchunk.checkpoint import file_sha256, load_module
 from mmchunk.data import DataConfig, expand_urls, make_dataset
-from mmchunk.longform import long_audio_chunks
+from mmchunk.longform import long_audio_chunks, long_audio_ctc
 from mmchunk.ragged import Ragged
 from mmchunk.ragged_ops import mean_pool
 from mmchunk.training import batch_inputs
@@ -95,13 +96,21 @@ def _part_keys(path: Path) -> list[str]:
 def encode_chunks(model, inputs: dict[str, Ragged], window_s: float) -> dict[str, Ragged]:
     """The main network's chunk outputs per modality (`ChunkFusionModel.encode`); a batch of one
     sample whose audio is longer than `window_s` gets its audio chunks window by window
-    (`long_audio_chunks`: the chunks of one pass in bounded memory) before the main network."""
+    (`long_audio_chunks`: the chunks of one pass in bounded memory) before the main network, and
+    with a CTC head its text chunks placed on the audio's axis as one pass places them
+    (`long_audio_ctc`)."""
     audio = inputs.get("audio")
     rate = model.encoders["audio"].sample_rate
     if audio is None or audio.batch_size != 1 or audio.num_tokens <= window_s * rate:
         return model.encode(inputs)[0]
-    chunks, *_ = model.encode({m: x for m, x in inputs.items() if m != "audio"})
-    chunks["audio"], _ = model.main(long_audio_chunks(model, audio.values, window_s=window_s))
+    chunks, routing, *_ = model.encode({m: x for m, x in inputs.items() if m != "audio"})
+    pooled, chunk_probs = long_audio_chunks(model, audio.values, window_s=window_s)
+    chunks["audio"], _ = model.main(pooled)
+    text = inputs.get("text")
+    if model.ctc_head is not None and "text" in chunks and text.t_start is not None:
+        ctc = long_audio_ctc(model, audio.values, chunks["audio"], chunk_probs, window_s=window_s)
+        frames = batch_byte_frames(ctc.values, ctc.cu_seqlens, text)
+        chunks["text"] = model.aligned_text(chunks["text"], routing["text"], frames, ctc, text)
     return chunks
 
 

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from mmchunk.chunkspace import MODALITY_IDS
 from mmchunk.data.decode import DecodeError
 from mmchunk.encoders.audio import MEL_FLOOR, frame_waveforms
+from mmchunk.kernels import ema_scan
 from mmchunk.model import ChunkFusionModel
 from mmchunk.ragged import Ragged
 
@@ -176,11 +177,11 @@ def windowed_routing(
     window_s: float = 60.0,
     context_s: float = 10.0,
     progress: bool = False,
-) -> Iterator[tuple[FrameWindow, Tensor, Tensor]]:
+) -> Iterator[tuple[FrameWindow, Tensor, Tensor, Tensor]]:
     """The audio encoder and chunker over a recording of `length` samples (`pieces`), window by
     window with `context_s` on either side and the whole recording's level statistics: per window,
-    (its frames, their boundary mask `[n]`, their encoder features `[n, D]`). Memory is set by
-    `window_s + 2·context_s`, not the recording's length."""
+    (its frames, their boundary mask `[n]`, their encoder features `[n, D]`, their boundary
+    probabilities `[n]`). Memory is set by `window_s + 2·context_s`, not the recording's length."""
     if getattr(model.encoders["audio"], "level", "recording") == "causal":
         raise ValueError(
             "a causal audio encoder (level: causal) chunks long recordings with mmchunk.streaming, "
@@ -210,7 +211,8 @@ def windowed_routing(
             tagged = Ragged(feats.values, feats.cu_seqlens, t_start=feats.t_start, t_end=feats.t_end,
                             modality=audio)  # fmt: skip
             keep = slice(w.first - w.offset, w.stop - w.offset)
-            yield w, model.chunker(tagged).boundary_mask[keep], feats.values[keep]
+            routed = model.chunker(tagged)
+            yield w, routed.boundary_mask[keep], feats.values[keep], routed.probs[keep]
 
 
 def long_audio_boundaries(
@@ -229,23 +231,25 @@ def long_audio_boundaries(
     length = audio_length(path, rate)
     routing = windowed_routing(model, lambda: read_blocks(path, rate, block_s), length,
                                window_s=window_s, context_s=context_s, progress=progress)  # fmt: skip
-    starts = torch.cat([mask.nonzero().squeeze(1) + w.first for w, mask, _ in routing])
+    starts = torch.cat([mask.nonzero().squeeze(1) + w.first for w, mask, *_ in routing])
     return starts, -(-length // model.encoders["audio"].hop), length
 
 
 def long_audio_chunks(
     model: ChunkFusionModel, wave: Tensor, *, window_s: float = 60.0, context_s: float = 10.0
-) -> Ragged:
+) -> tuple[Ragged, Tensor]:
     """The audio chunks of one long waveform `[N]` (at the encoder's rate), as the chunker gives them
     in one pass (`chunks`: features `[C, D]` pooled as the chunker pools, one sequence, with time
-    spans and the audio modality id), computed window by window (`windowed_routing`); a chunk
-    that runs across windows is pooled across them."""
+    spans and the audio modality id), and their boundary probabilities `[C]` (dechunk's EMA weights),
+    computed window by window (`windowed_routing`); a chunk that runs across windows is pooled
+    across them."""
     encoder = model.encoders["audio"]
-    starts, values = [], []
+    starts, values, probs = [], [], []
     open_sum, open_count = None, 0  # the last chunk so far, which the next window may continue
-    for w, mask, feats in windowed_routing(model, lambda: iter([wave]), wave.numel(),
-                                           window_s=window_s, context_s=context_s):  # fmt: skip
+    for w, mask, feats, p in windowed_routing(model, lambda: iter([wave]), wave.numel(),
+                                              window_s=window_s, context_s=context_s):  # fmt: skip
         starts.append(mask.nonzero().squeeze(1) + w.first)
+        probs.append(p[mask])
         if model.chunker.pooling == "boundary":
             values.append(feats[mask])
             continue
@@ -265,10 +269,58 @@ def long_audio_chunks(
     frames = -(-wave.numel() // encoder.hop)
     period = encoder.hop / encoder.sample_rate
     device = starts.device
-    return Ragged(
+    chunks = Ragged(
         torch.cat(values),
         torch.tensor([0, starts.numel()], dtype=torch.int32, device=device),
         t_start=starts.float() * period,
         t_end=torch.cat([starts[1:], torch.tensor([frames], device=device)]).float() * period,
         modality=torch.full((starts.numel(),), MODALITY_IDS["audio"], device=device),
+    )
+    return chunks, torch.cat(probs)
+
+
+def long_audio_ctc(
+    model: ChunkFusionModel,
+    wave: Tensor,
+    mixed: Ragged,
+    chunk_probs: Tensor,
+    *,
+    window_s: float = 60.0,
+    context_s: float = 10.0,
+) -> Ragged:
+    """The CTC head's byte log-probabilities `[T, 257]` of one long waveform `[N]`, with the audio
+    tokens' times, as one pass gives them, window by window: dechunk of the main network's outputs
+    `mixed [C, D]` over the recording's chunks (boundary probabilities `chunk_probs [C]`, from
+    `long_audio_chunks`), then the CTC probe and head. The probe's window attention sees `reach`
+    tokens either side, so a window's last `reach` tokens wait for the next window."""
+    chunker, encoder = model.chunker, model.encoders["audio"]
+    probe = model.ctc_probe
+    reach = 0 if probe is None else sum(block.mixer.window for block in probe)
+    smoothed = ema_scan(mixed.values, chunk_probs, mixed.cu_seqlens, backend=chunker.backend)
+    frames, period = -(-wave.numel() // encoder.hop), encoder.hop / encoder.sample_rate
+    buffer, first, done, opened, out = smoothed[:0], 0, 0, 0, []
+    for w, mask, feats, _ in windowed_routing(model, lambda: iter([wave]), wave.numel(),
+                                              window_s=window_s, context_s=context_s):  # fmt: skip
+        ids = mask.long().cumsum(0) + (opened - 1)  # the chunk of each token, counted over the recording
+        opened += int(mask.sum())
+        buffer = torch.cat([buffer, smoothed[ids] + chunker.residual_proj(feats)])
+        stop = frames if w.stop == frames else w.stop - reach
+        if stop > done:
+            tokens = frame_sequence(buffer, first, period)
+            if probe is not None:
+                tokens = probe(tokens)
+            out.append(model.ctc_head(tokens.values[done - first : stop - first]).log_softmax(-1))
+            done = stop
+        keep = max(first, done - reach)
+        buffer, first = buffer[keep - first :], keep
+    return frame_sequence(torch.cat(out), 0, period)
+
+
+def frame_sequence(values: Tensor, first: int, period: float) -> Ragged:
+    """One sequence of frame rows `[n, ...]` from global frame `first`, with the frames' time spans
+    (`period` s apart, as the audio encoder gives them)."""
+    n, device = values.shape[0], values.device
+    times = torch.arange(first, first + n, device=device).float() * period
+    return Ragged(
+        values, torch.tensor([0, n], dtype=torch.int32, device=device), t_start=times, t_end=times + period
     )

@@ -270,11 +270,11 @@ class ChunkFusionModel(nn.Module):
             if inner is not None and self.weights["onset"] > 0:
                 losses["onset"] = self._onset_loss(frames, feats.cu_seqlens, text, routed, inner)
         if frames is not None and "text" in chunks and text.t_start is not None and ctc.t_start is not None:
-            chunks["text"] = self._aligned_text(chunks["text"], routing["text"], frames, ctc, text)
+            chunks["text"] = self.aligned_text(chunks["text"], routing["text"], frames, ctc, text)
         return chunks, routing, losses, ctc
 
     @staticmethod
-    def _aligned_text(
+    def aligned_text(
         chunks: Ragged, routed: ChunkerOutput, frames: list[Tensor | None], ctc: Ragged, text: Ragged
     ) -> Ragged:
         """The text chunks `[C, D]`, each spanning its bytes' `aligned_byte_times`."""

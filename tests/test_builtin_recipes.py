@@ -64,5 +64,6 @@ def test_layered_recipes_build_their_model(name):
     base = yaml.safe_load(resolve_recipe("demo_cpu").read_text())["model"]
     layer = yaml.safe_load(resolve_recipe(name).read_text())["model"]
     model = AudioTextModule(**{**base, **layer}).model
-    assert model.weights["ctc"] == layer.get("ctc_weight", 0.0)
-    assert model.inner_ratio == layer.get("inner_ratio", 3.0)
+    assert model.weights["ctc"] == layer.get("ctc_weight", base.get("ctc_weight", 0.0))
+    assert model.inner_ratio == layer.get("inner_ratio", base.get("inner_ratio", 3.0))
+    assert (model.ctc_probe is not None) == layer.get("ctc_probe", base.get("ctc_probe", False))

@@ -16,6 +16,7 @@ from mmchunk.longform import (
     audio_length,
     long_audio_boundaries,
     long_audio_chunks,
+    long_audio_ctc,
     read_blocks,
     streamed_level_stats,
     waveform_envelope,
@@ -39,12 +40,13 @@ def recording(path, seconds: float, rate: int, channels: int = 1, seed: int = 0)
     return path
 
 
-def model(**audio) -> ChunkFusionModel:
+def model(ctc: dict | None = None, **audio) -> ChunkFusionModel:
     torch.manual_seed(0)
     encoders = {"audio": {**AUDIO, **audio}, "text": {"depth": 1}}
     return ChunkFusionModel(
-        dim=32, embed_dim=16, heads=2, main_depth=1, encoders=encoders, routing_windows={"audio": 2}
-    ).eval()
+        dim=32, embed_dim=16, heads=2, main_depth=1, encoders=encoders, routing_windows={"audio": 2},
+        **(ctc or {}),
+    ).eval()  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -123,12 +125,39 @@ def test_long_audio_chunks_equal_the_chunks_of_one_pass(tmp_path, pooling):
         tagged = Ragged(
             feats.values, feats.cu_seqlens, t_start=feats.t_start, t_end=feats.t_end, modality=modality
         )
-        expected = m.chunker(tagged).chunks
-    got = long_audio_chunks(m, wave, window_s=1.7, context_s=1.0)
+        routed = m.chunker(tagged)
+        expected = routed.chunks
+    got, probs = long_audio_chunks(m, wave, window_s=1.7, context_s=1.0)
     assert got.cu_seqlens.tolist() == expected.cu_seqlens.tolist() and got.num_tokens > 5
     torch.testing.assert_close(got.values, expected.values, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(probs, routed.probs[routed.boundary_mask])
     for name in ("t_start", "t_end", "modality"):
         torch.testing.assert_close(getattr(got, name), getattr(expected, name))
+
+
+@pytest.mark.parametrize(
+    ("ctc", "window_s"),
+    [({"ctc_weight": 0.1, "ctc_probe": True}, 1.1), ({"ctc_weight": 0.1, "ctc_probe": True}, 0.3),
+     ({"ctc_weight": 0.1, "stages": 2}, 1.1)],
+)  # fmt: skip
+def test_long_audio_ctc_equals_the_ctc_of_one_pass(tmp_path, ctc, window_s):
+    """The CTC head's log-probabilities window by window equal one pass's, also with windows
+    shorter than the probe's reach (0.3 s: 7 frames, the probe sees 16 either side)."""
+    path = recording(tmp_path / "a.wav", 7.0, RATE, seed=3)
+    m = model(ctc)
+    with torch.no_grad():  # dechunk's residual path starts at zero: give it weight, so it counts
+        m.chunker.residual_proj.weight.normal_(0, 0.2)
+    wave, _ = decode_audio(path.read_bytes(), RATE)
+    with torch.no_grad():
+        *_, expected = m.encode({"audio": Ragged.from_list([wave])})
+        chunks, probs = long_audio_chunks(m, wave, window_s=window_s, context_s=1.0)
+        mixed, _ = m.main(chunks)
+        got = long_audio_ctc(m, wave, mixed, probs, window_s=window_s, context_s=1.0)
+    frames = -(-wave.numel() // 640)
+    assert got.values.shape == expected.values.shape and got.cu_seqlens.tolist() == [0, frames]
+    torch.testing.assert_close(got.values, expected.values, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got.t_start, expected.t_start)
+    torch.testing.assert_close(got.t_end, expected.t_end)
 
 
 def test_segment_of_a_long_file_is_one_pass_with_exact_contiguous_times(tmp_path):
