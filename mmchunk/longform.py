@@ -28,6 +28,7 @@ from mmchunk.chunkspace import MODALITY_IDS
 from mmchunk.data.decode import DecodeError
 from mmchunk.encoders.audio import MEL_FLOOR, frame_waveforms
 from mmchunk.kernels import ema_scan
+from mmchunk.layers import GatedRecurrence
 from mmchunk.model import ChunkFusionModel
 from mmchunk.ragged import Ragged
 
@@ -291,25 +292,33 @@ def long_audio_ctc(
     """The CTC head's byte log-probabilities `[T, 257]` of one long waveform `[N]`, with the audio
     tokens' times, as one pass gives them, window by window: dechunk of the main network's outputs
     `mixed [C, D]` over the recording's chunks (boundary probabilities `chunk_probs [C]`, from
-    `long_audio_chunks`), then the CTC probe and head. The probe's window attention sees `reach`
-    tokens either side, so a window's last `reach` tokens wait for the next window."""
-    chunker, encoder = model.chunker, model.encoders["audio"]
-    probe = model.ctc_probe
-    reach = 0 if probe is None else sum(block.mixer.window for block in probe)
+    `long_audio_chunks`), then the CTC probe and head. A recurrent probe carries its state from
+    window to window; a window-attention probe sees `reach` tokens either side, so a window's last
+    `reach` tokens wait for the next window."""
+    chunker, encoder, probe = model.chunker, model.encoders["audio"], model.ctc_probe
+    recurrent = probe is not None and isinstance(probe[0].mixer, GatedRecurrence)
+    reach = 0 if probe is None or recurrent else sum(block.mixer.window for block in probe)
     smoothed = ema_scan(mixed.values, chunk_probs, mixed.cu_seqlens, backend=chunker.backend)
+    states = probe.init_state(1, 0, smoothed) if recurrent else None
     frames, period = -(-wave.numel() // encoder.hop), encoder.hop / encoder.sample_rate
     buffer, first, done, opened, out = smoothed[:0], 0, 0, 0, []
     for w, mask, feats, _ in windowed_routing(model, lambda: iter([wave]), wave.numel(),
                                               window_s=window_s, context_s=context_s):  # fmt: skip
         ids = mask.long().cumsum(0) + (opened - 1)  # the chunk of each token, counted over the recording
         opened += int(mask.sum())
-        buffer = torch.cat([buffer, smoothed[ids] + chunker.residual_proj(feats)])
+        tokens = smoothed[ids] + chunker.residual_proj(feats)
+        if recurrent:
+            for i, block in enumerate(probe):
+                tokens, states[i] = block.extend(tokens, states[i])
+            out.append(model.ctc_head(tokens).log_softmax(-1))
+            continue
+        buffer = torch.cat([buffer, tokens])
         stop = frames if w.stop == frames else w.stop - reach
         if stop > done:
-            tokens = frame_sequence(buffer, first, period)
+            seen = frame_sequence(buffer, first, period)
             if probe is not None:
-                tokens = probe(tokens)
-            out.append(model.ctc_head(tokens.values[done - first : stop - first]).log_softmax(-1))
+                seen = probe(seen)
+            out.append(model.ctc_head(seen.values[done - first : stop - first]).log_softmax(-1))
             done = stop
         keep = max(first, done - reach)
         buffer, first = buffer[keep - first :], keep

@@ -77,9 +77,10 @@ class ChunkFusionModel(nn.Module):
     routing input is centred per sequence (`DynamicChunker`'s `routing_center`, e.g. `["video"]`);
     ctc_weight > 0 adds a byte CTC loss of the dechunked audio tokens against the paired transcript
     in lower case (`byte_ctc_loss`: no timings; `ascii_lower`); ctc_probe=True detaches the tokens
-    the CTC head reads and gives it its own sliding-window attention block: the aligner then sends no
-    gradient into the network retrieval uses, and with `ctc_clips` it trains on that many clips of each batch
-    only (the loader shuffles; a cheaper probe, all clips at evaluation); onset_weight > 0 (with stages=2 and
+    the CTC head reads and gives it its own block (`ctc_probe_mixer`: "window", sliding-window
+    attention, or "recurrent", a gated recurrence): the aligner then sends no gradient into the
+    network retrieval uses, and with `ctc_clips` it trains on that many clips of each batch only
+    (the loader shuffles; a cheaper probe, all clips at evaluation); onset_weight > 0 (with stages=2 and
     the CTC head) trains the second stage's routing toward word onsets: binary cross-entropy against
     the fine chunks nearest the words' openings on the CTC head's own alignment of the transcript
     (`onset_chunk_targets`: self-distilled, no timings), so at inference, audio alone, the coarse
@@ -120,6 +121,7 @@ class ChunkFusionModel(nn.Module):
         onset_weight: float = 0.0,
         ctc_probe: bool = False,
         ctc_clips: int | None = None,
+        ctc_probe_mixer: str = "window",
         word_weight: float = 0.0,
         word_buckets: int = 4096,
         segmentation: Mapping[str, dict] | None = None,
@@ -128,6 +130,8 @@ class ChunkFusionModel(nn.Module):
         self.ratio_per_sequence = ratio_per_sequence
         if (ctc_probe or ctc_clips is not None) and ctc_weight <= 0:
             raise ValueError("ctc_probe and ctc_clips shape the CTC head: they need ctc_weight > 0")
+        if ctc_probe_mixer not in ("window", "recurrent"):
+            raise ValueError(f"ctc_probe_mixer: window or recurrent, got {ctc_probe_mixer!r}")
         if ctc_clips is not None and (not ctc_probe or ctc_clips < 1):
             raise ValueError(
                 f"ctc_clips: a number of clips ≥ 1 for the detached probe (ctc_probe: true), got {ctc_clips} "
@@ -186,7 +190,9 @@ class ChunkFusionModel(nn.Module):
         # a probe draws its weights without moving the RNG, so the network around it starts as without it
         with torch.random.fork_rng(devices=[]) if ctc_probe else contextlib.nullcontext():
             self.ctc_head = nn.Sequential(RMSNorm(dim), nn.Linear(dim, 257)) if ctc_weight > 0 else None
-            self.ctc_probe = MixerStack(dim, 1, "window", heads) if ctc_weight > 0 and ctc_probe else None
+            self.ctc_probe = (
+                MixerStack(dim, 1, ctc_probe_mixer, heads) if ctc_weight > 0 and ctc_probe else None
+            )
         self.ctc_clips = ctc_clips
         # hashed bag of words of the paired transcript, predicted from the pooled audio chunks
         self.word_head = None

@@ -78,8 +78,9 @@ class AudioTextModule(L.LightningModule):
         routing_windows: per modality, tokens averaged on each side of a boundary candidate.
         routing_center: modalities whose routing input has the clip's mean token taken out.
         ctc_weight: weight of a byte CTC loss of the audio against the transcript (0: off).
-        ctc_probe: the CTC head reads the tokens detached, through its own attention block (the
+        ctc_probe: the CTC head reads the tokens detached, through its own mixer block (the
             aligner leaves the retrieval features alone).
+        ctc_probe_mixer: that block's mixer: window (sliding-window attention) or recurrent.
         ctc_clips: with ctc_probe, the probe trains on this many clips of each batch (null: all).
         onset_weight: weight of the second stage's word-onset routing loss, self-distilled from the
             CTC head's alignment (needs stages: 2 and ctc_weight > 0; 0: off).
@@ -119,6 +120,7 @@ class AudioTextModule(L.LightningModule):
         ctc_weight: float = 0.0,
         onset_weight: float = 0.0,
         ctc_probe: bool = False,
+        ctc_probe_mixer: str = "window",
         ctc_clips: int | None = None,
         word_weight: float = 0.0,
         word_buckets: int = 4096,
@@ -138,7 +140,8 @@ class AudioTextModule(L.LightningModule):
             backbone=backbone, hrm=hrm, ratio_per_sequence=ratio_per_sequence,
             routing_windows=routing_windows, routing_center=routing_center or (), ctc_weight=ctc_weight,
             onset_weight=onset_weight, ctc_probe=ctc_probe, ctc_clips=ctc_clips,
-            word_weight=word_weight, word_buckets=word_buckets, segmentation=segmentation,
+            ctc_probe_mixer=ctc_probe_mixer, word_weight=word_weight, word_buckets=word_buckets,
+            segmentation=segmentation,
         )  # fmt: skip
         self.validation = ValidationAccumulator(self.model.token_periods)
         self.loader_epoch_offset = 0  # Lightning's epoch count minus the loader's (see on_load_checkpoint)

@@ -147,6 +147,8 @@ def test_onset_loss_trains_the_second_stage_from_the_ctc_head_alone():
         small_model(ctc_weight=0.1, ctc_clips=16)  # without the probe
     with pytest.raises(ValueError, match="ctc_clips"):
         small_model(ctc_weight=0.1, ctc_probe=True, ctc_clips=0)
+    with pytest.raises(ValueError, match="ctc_probe_mixer: window or recurrent, got 'attention'"):
+        small_model(ctc_weight=0.1, ctc_probe=True, ctc_probe_mixer="attention")
     fixed = {"audio": {"rule": "fixed", "frames_per_chunk": 4}}  # fine chunks to choose from at init
     model = small_model(stages=2, ctc_weight=0.1, onset_weight=0.5, match_weight=0.0, segmentation=fixed)
     torch.manual_seed(1)
@@ -208,11 +210,11 @@ def test_word_onsets_without_the_transcript_by_hand():
         ctc_word_onsets(Ragged.from_list([spoken]))
 
 
-@pytest.mark.parametrize("probe", [False, True])
-def test_a_ctc_probe_leaves_the_retrieval_features_alone(probe):
+@pytest.mark.parametrize(("probe", "mixer"), [(False, "window"), (True, "window"), (True, "recurrent")])
+def test_a_ctc_probe_leaves_the_retrieval_features_alone(probe, mixer):
     from tests.test_model import small_model, tiny_batch
 
-    model = small_model(ctc_weight=0.1, ctc_probe=probe, match_weight=0.0)
+    model = small_model(ctc_weight=0.1, ctc_probe=probe, ctc_probe_mixer=mixer, match_weight=0.0)
     inputs = {m: x for m, x in tiny_batch().items() if m != "video"}
     inputs["text"] = Ragged.from_list([torch.tensor(list(t)) for t in (b"ab", b"c", b"de")])
     ctc = model(inputs).losses["ctc"]

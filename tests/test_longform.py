@@ -138,6 +138,7 @@ def test_long_audio_chunks_equal_the_chunks_of_one_pass(tmp_path, pooling):
 @pytest.mark.parametrize(
     ("ctc", "window_s"),
     [({"ctc_weight": 0.1, "ctc_probe": True}, 1.1), ({"ctc_weight": 0.1, "ctc_probe": True}, 0.3),
+     ({"ctc_weight": 0.1, "ctc_probe": True, "ctc_probe_mixer": "recurrent"}, 0.3),
      ({"ctc_weight": 0.1, "stages": 2}, 1.1)],
 )  # fmt: skip
 def test_long_audio_ctc_equals_the_ctc_of_one_pass(tmp_path, ctc, window_s):
