@@ -81,6 +81,8 @@ class AudioTextModule(L.LightningModule):
         ctc_probe: the CTC head reads the tokens detached, through its own mixer block (the
             aligner leaves the retrieval features alone).
         ctc_probe_mixer: that block's mixer: window (sliding-window attention) or recurrent.
+        ctc_probe_decay: the probe's learning rate decays with the network's (false: it stays at
+            `lr` after the warm-up, so the probe keeps learning the features as they end up).
         ctc_clips: with ctc_probe, the probe trains on this many clips of each batch (null: all).
         onset_weight: weight of the second stage's word-onset routing loss, self-distilled from the
             CTC head's alignment (needs stages: 2 and ctc_weight > 0; 0: off).
@@ -121,6 +123,7 @@ class AudioTextModule(L.LightningModule):
         onset_weight: float = 0.0,
         ctc_probe: bool = False,
         ctc_probe_mixer: str = "window",
+        ctc_probe_decay: bool = True,
         ctc_clips: int | None = None,
         word_weight: float = 0.0,
         word_buckets: int = 4096,
@@ -203,9 +206,13 @@ class AudioTextModule(L.LightningModule):
                 torch.nn.utils.clip_grad_norm_(part, gradient_clip_val)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
-        )
+        """AdamW with warm-up and cosine decay; a detached CTC probe in its own group, which with
+        `ctc_probe_decay: false` keeps the peak rate after the warm-up (it tracks the final features)."""
+        probe = {id(p) for p in self.model.probe_parameters()}
+        groups = [{"params": [p for p in self.parameters() if id(p) not in probe]}]
+        if probe:
+            groups.append({"params": self.model.probe_parameters()})
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         warmup = self.hparams.warmup_steps
         total = self.hparams.max_steps if self.hparams.max_steps is not None else self.trainer.max_steps
 
@@ -216,7 +223,13 @@ class AudioTextModule(L.LightningModule):
                 return 1.0
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(total - warmup, 1))))
 
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        def constant(step: int) -> float:
+            return min(1.0, (step + 1) / warmup) if warmup else 1.0
+
+        decay = self.hparams.ctc_probe_decay
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, [schedule, schedule if decay else constant][: len(groups)]
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int) -> Batch:

@@ -195,3 +195,24 @@ def test_generation_benchmark():
         line.split() for line in out.splitlines() if re.match(r"\s+48\s+(flat|1-stage|2-stage)\s", line)
     ]
     assert len(batched) == 3 and all(r[-1].endswith("x") and r[-2].endswith("x") for r in batched)
+
+
+def test_ctc_probe_benchmark(trained, tmp_path):
+    """Every probe variant gets a row of scores in range; a folder without splits is a usage error."""
+    data, ckpt = trained
+    out = run("ctc_probe.py", "--ckpt", str(ckpt), "--data", str(data), "--mixers", "window,recurrent",
+              "--depths", "0,1", "--seeds", "0", "--steps", "3", "--clips", "2", "--limit", "4")  # fmt: skip
+    assert "4 train and 4 val clips, 3 steps of 2 clips per probe" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith(("window ", "recurrent "))]
+    assert [(r[0], r[1]) for r in rows] == [
+        ("window", "0"),
+        ("window", "1"),
+        ("recurrent", "0"),
+        ("recurrent", "1"),
+    ]
+    for row in rows:
+        loss, f1, _, within, _ = map(float, row[3:8])
+        assert loss > 0 and 0 <= f1 <= 1 and 0 <= within <= 1
+    command = [sys.executable, str(BENCH / "ctc_probe.py"), "--ckpt", str(ckpt), "--data", str(tmp_path)]
+    bad = subprocess.run(command, capture_output=True, text=True)
+    assert bad.returncode == 2 and f"{tmp_path / 'train'}: no such folder of shards" in bad.stderr
