@@ -294,7 +294,8 @@ def long_audio_ctc(
     `mixed [C, D]` over the recording's chunks (boundary probabilities `chunk_probs [C]`, from
     `long_audio_chunks`), then the CTC probe and head. A recurrent probe carries its state from
     window to window; a window-attention probe sees `reach` tokens either side, so a window's last
-    `reach` tokens wait for the next window."""
+    `reach` tokens wait for the next window. The result is the whole recording's (25 Hz: ~185 MB an
+    hour), as forced alignment of its transcript needs."""
     chunker, encoder, probe = model.chunker, model.encoders["audio"], model.ctc_probe
     recurrent = probe is not None and isinstance(probe[0].mixer, GatedRecurrence)
     reach = 0 if probe is None or recurrent else sum(block.mixer.window for block in probe)
