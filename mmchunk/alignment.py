@@ -188,6 +188,31 @@ def onset_chunk_targets(
     return target, scored
 
 
+def pause_token_mask(
+    frames: list[Tensor | None], cu_seqlens: Tensor, text: Ragged, margin: int = 2
+) -> Tensor:
+    """The tokens that the model's own CTC alignment puts in a pause (self-distillation: no
+    timings). Tokens `[T]` in sequences `cu_seqlens [B+1]`, one transcript per sample in `text`,
+    placed at `batch_byte_frames`; returns `[T]` bool, True for a token more than `margin` tokens
+    away from every word's span on the alignment (a word spans from its opening frame,
+    `word_open_bytes`, to the frame of its last byte) and not its sequence's first token. A sample
+    without a placement (None) or without words marks nothing."""
+    mask = torch.zeros(int(cu_seqlens[-1]), dtype=torch.bool)
+    cu, text_cu = cu_seqlens.tolist(), text.cu_seqlens.tolist()
+    values = text.values.long().cpu()
+    for b, placed in enumerate(frames):
+        spans = word_byte_spans(bytes(values[text_cu[b] : text_cu[b + 1]].tolist()))
+        if placed is None or not spans or cu[b + 1] == cu[b]:
+            continue
+        covered = torch.zeros(cu[b + 1] - cu[b], dtype=torch.bool)
+        for first, (_, past) in zip(word_open_bytes(spans), spans):
+            lo, hi = int(placed[first]) - margin, int(placed[past - 1]) + margin + 1
+            covered[max(lo, 0) : hi] = True
+        covered[0] = True
+        mask[cu[b] : cu[b + 1]] = ~covered
+    return mask.to(cu_seqlens.device)
+
+
 def aligned_byte_times(frames: list[Tensor | None], ctc: Ragged, text: Ragged) -> tuple[Tensor, Tensor]:
     """Every byte of `text` (`[S]`, one transcript per sample) placed on the audio's time axis at its
     `batch_byte_frames` of the audio tokens `ctc` (with their times): a byte starts with the audio

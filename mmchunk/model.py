@@ -20,7 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmchunk.alignment import aligned_byte_times, ascii_lower, batch_byte_frames, onset_chunk_targets
+from mmchunk.alignment import (
+    aligned_byte_times,
+    ascii_lower,
+    batch_byte_frames,
+    onset_chunk_targets,
+    pause_token_mask,
+)
 from mmchunk.backbone import ChunkBackbone
 from mmchunk.chunker import ChunkerOutput, DynamicChunker, chunk_targets, ratio_loss
 from mmchunk.chunkspace import MODALITY_IDS, merge_in_time
@@ -86,6 +92,9 @@ class ChunkFusionModel(nn.Module):
     (`onset_chunk_targets`: self-distilled, no timings), so at inference, audio alone, the coarse
     chunks are words; that stage routes with untied projections (H-Net's own rule: tied ones only
     measure change between neighbours, which marks the chunk after an onset as much as the onset);
+    pause_weight > 0 (with the CTC head) trains the audio routing away from boundaries in the pauses
+    of that same alignment (`pause_token_mask`: binary cross-entropy toward p = 0 there), so other
+    talkers or a noise floor between the words open no chunks;
     word_weight > 0 adds a bag-of-words loss: the pooled audio chunks predict which of `word_buckets`
     hashed words the paired transcript holds (`bag_of_words_loss`: no timings, no word order);
     chunking=False runs the same network on every encoder token (the fixed-rate baseline);
@@ -119,6 +128,7 @@ class ChunkFusionModel(nn.Module):
         routing_center: Sequence[str] = (),
         ctc_weight: float = 0.0,
         onset_weight: float = 0.0,
+        pause_weight: float = 0.0,
         ctc_probe: bool = False,
         ctc_clips: int | None = None,
         ctc_probe_mixer: str = "window",
@@ -130,6 +140,12 @@ class ChunkFusionModel(nn.Module):
         self.ratio_per_sequence = ratio_per_sequence
         if (ctc_probe or ctc_clips is not None) and ctc_weight <= 0:
             raise ValueError("ctc_probe and ctc_clips shape the CTC head: they need ctc_weight > 0")
+        if pause_weight > 0 and (ctc_weight <= 0 or "audio" in (segmentation or {}) or not chunking):
+            raise ValueError(
+                "pause_weight: pause routing trains the learned audio chunker from the CTC head's alignment: "
+                f"it needs ctc_weight > 0 and learned audio chunks (got ctc_weight {ctc_weight}, "
+                f"chunking {chunking}, segmentation {dict(segmentation or {})})"
+            )
         if ctc_probe_mixer not in ("window", "recurrent"):
             raise ValueError(f"ctc_probe_mixer: window or recurrent, got {ctc_probe_mixer!r}")
         if ctc_clips is not None and (not ctc_probe or ctc_clips < 1):
@@ -207,6 +223,7 @@ class ChunkFusionModel(nn.Module):
             "moe": moe_weight,
             "ctc": ctc_weight,
             "onset": onset_weight,
+            "pause": pause_weight,
             "words": word_weight,
         }
 
@@ -271,8 +288,10 @@ class ChunkFusionModel(nn.Module):
             losses["ctc"] = byte_ctc_loss(
                 log_probs, audio.cu_seqlens, ascii_lower(spoken.values), spoken.cu_seqlens
             )
-            if not self.training or self.weights["match"] > 0 or self.weights["onset"] > 0:
+            if not self.training or any(self.weights[k] > 0 for k in ("match", "onset", "pause")):
                 frames = batch_byte_frames(log_probs, audio.cu_seqlens, spoken)  # the first clips
+            if self.weights["pause"] > 0:
+                losses["pause"] = self._pause_loss(frames, feats.cu_seqlens, text, routed)
             if inner is not None and self.weights["onset"] > 0:
                 losses["onset"] = self._onset_loss(frames, feats.cu_seqlens, text, routed, inner)
         if frames is not None and "text" in chunks and text.t_start is not None and ctc.t_start is not None:
@@ -321,6 +340,17 @@ class ChunkFusionModel(nn.Module):
             return inner.probs.sum() * 0.0
         probs = inner.probs[scored].float().clamp(1e-6, 1.0 - 1e-6)
         return F.binary_cross_entropy(probs, target[scored])
+
+    @staticmethod
+    def _pause_loss(
+        frames: list[Tensor | None], cu_seqlens: Tensor, text: Ragged, routed: ChunkerOutput
+    ) -> Tensor:
+        """Binary cross-entropy toward p = 0 of the routing's boundary probabilities `routed.probs [T]`
+        at the tokens the CTC alignment `frames` puts in pauses (`pause_token_mask`); 0 without any."""
+        pauses = pause_token_mask(frames, cu_seqlens, text).to(routed.probs.device)
+        if not pauses.any():
+            return routed.probs.sum() * 0.0
+        return -torch.log1p(-routed.probs[pauses].float().clamp(max=1.0 - 1e-6)).mean()
 
     def _next_feature_loss(self, m: str, tokens: Tensor, feats: Ragged) -> Tensor:
         """Cosine loss of predicting token t+1's encoder feature from the dechunked output `tokens
@@ -388,7 +418,7 @@ class ChunkFusionModel(nn.Module):
             total = total + self.weights["match"] * losses["match"]
         for name, value in list(losses.items()):
             kind = name.split("_")[0]
-            if kind in ("ratio", "predict", "moe", "ctc", "onset", "words"):
+            if kind in ("ratio", "predict", "moe", "ctc", "onset", "pause", "words"):
                 total = total + self.weights[kind] * value
         losses["total"] = total
         return FusionOutput(emb["audio"], emb["text"], routing, losses, ctc)

@@ -86,6 +86,8 @@ class AudioTextModule(L.LightningModule):
         ctc_clips: with ctc_probe, the probe trains on this many clips of each batch (null: all).
         onset_weight: weight of the second stage's word-onset routing loss, self-distilled from the
             CTC head's alignment (needs stages: 2 and ctc_weight > 0; 0: off).
+        pause_weight: weight of the audio routing's pause loss: no boundaries in the pauses of the
+            CTC head's own alignment of the transcript (needs ctc_weight > 0; 0: off).
         word_weight: weight of the bag-of-words loss of the pooled audio (0: off).
         word_buckets: hash buckets of the bag-of-words loss.
         segmentation: per modality, a baseline rule in place of learned routing, e.g.
@@ -121,6 +123,7 @@ class AudioTextModule(L.LightningModule):
         routing_center: list[str] | None = None,
         ctc_weight: float = 0.0,
         onset_weight: float = 0.0,
+        pause_weight: float = 0.0,
         ctc_probe: bool = False,
         ctc_probe_mixer: str = "window",
         ctc_probe_decay: bool = True,
@@ -142,7 +145,7 @@ class AudioTextModule(L.LightningModule):
             outer_mixer=outer_mixer, stages=stages, inner_ratio=inner_ratio, moe=moe,
             backbone=backbone, hrm=hrm, ratio_per_sequence=ratio_per_sequence,
             routing_windows=routing_windows, routing_center=routing_center or (), ctc_weight=ctc_weight,
-            onset_weight=onset_weight, ctc_probe=ctc_probe, ctc_clips=ctc_clips,
+            onset_weight=onset_weight, pause_weight=pause_weight, ctc_probe=ctc_probe, ctc_clips=ctc_clips,
             ctc_probe_mixer=ctc_probe_mixer, word_weight=word_weight, word_buckets=word_buckets,
             segmentation=segmentation,
         )  # fmt: skip

@@ -13,6 +13,7 @@ from mmchunk.alignment import (
     ctc_word_spans,
     even_word_spans,
     onset_chunk_targets,
+    pause_token_mask,
     word_byte_spans,
 )
 from mmchunk.chunker import DynamicChunker
@@ -162,6 +163,44 @@ def test_onset_loss_trains_the_second_stage_from_the_ctc_head_alone():
     assert grad.abs().sum() > 0
     without = small_model(stages=2, ctc_weight=0.1, match_weight=0.0)
     assert "onset" not in without({"audio": audio, "text": text}).losses
+
+
+def test_pause_tokens_lie_between_the_aligned_words_by_hand():
+    words = peaked(20, {3: ord("a"), 5: ord("b"), 11: ord(" "), 13: ord("c"), 15: ord("d")})
+    log_probs = torch.cat([words, peaked(2, {0: ord("z")}), peaked(3, {})])
+    cu = torch.tensor([0, 20, 22, 25], dtype=torch.int32)
+    text = Ragged.from_list([torch.tensor(list(b), dtype=torch.long) for b in (b"ab cd", b"zz", b"")])
+    frames = batch_byte_frames(log_probs, cu, text)
+    # "ab" spans frames 3-5, "cd" opens with its space at 11 and ends at 15; "zz" does not fit and
+    # the empty transcript has no words: neither marks a pause
+    assert pause_token_mask(frames, cu, text).nonzero().squeeze(1).tolist() == [8, 18, 19]
+    # margin 0: every frame outside the words but frame 0, which opens the sequence
+    expected = [1, 2, 6, 7, 8, 9, 10, 16, 17, 18, 19]
+    assert pause_token_mask(frames, cu, text, margin=0).nonzero().squeeze(1).tolist() == expected
+    assert not pause_token_mask(frames, cu, text, margin=20).any()
+
+
+def test_pause_loss_trains_the_audio_routing_from_the_ctc_head_alone():
+    from tests.test_model import small_model
+
+    with pytest.raises(ValueError, match="pause_weight.*ctc_weight > 0"):
+        small_model(pause_weight=0.5)
+    with pytest.raises(ValueError, match="learned audio chunks"):
+        small_model(
+            ctc_weight=0.1, pause_weight=0.5, segmentation={"audio": {"rule": "fixed", "frames_per_chunk": 4}}
+        )
+    model = small_model(ctc_weight=0.1, pause_weight=0.5, match_weight=0.0)
+    torch.manual_seed(1)
+    audio = Ragged.from_list([0.1 * torch.randn(n) for n in (32000, 24000)])
+    text = Ragged.from_list([torch.tensor(list(t)) for t in (b"a b", b"t")])
+    out = model({"audio": audio, "text": text})
+    assert torch.isfinite(out.losses["pause"]) and out.losses["pause"] > 0
+    (grad,) = torch.autograd.grad(out.losses["pause"], model.chunker.q_proj.weight)
+    assert grad.abs().sum() > 0
+    without = small_model(ctc_weight=0.1, match_weight=0.0)({"audio": audio, "text": text})
+    assert "pause" not in without.losses
+    weighted = out.losses["total"] - 0.5 * out.losses["pause"]
+    assert torch.allclose(weighted, without.losses["total"], atol=1e-5)  # the same network otherwise
 
 
 def test_aligned_byte_times_by_hand():
