@@ -32,7 +32,7 @@ from mmchunk.chunker import ChunkerOutput, DynamicChunker, chunk_targets, ratio_
 from mmchunk.chunkspace import MODALITY_IDS, merge_in_time
 from mmchunk.encoders import build_encoder
 from mmchunk.hrm import HRMBackbone
-from mmchunk.kernels import sequence_starts
+from mmchunk.kernels import segment_reduce, sequence_starts
 from mmchunk.layers import MixerStack, RMSNorm
 from mmchunk.losses import (
     bag_of_words_loss,
@@ -93,8 +93,8 @@ class ChunkFusionModel(nn.Module):
     chunks are words; that stage routes with untied projections (H-Net's own rule: tied ones only
     measure change between neighbours, which marks the chunk after an onset as much as the onset);
     pause_weight > 0 (with the CTC head) trains the audio routing away from boundaries in the pauses
-    of that same alignment (`pause_token_mask`: binary cross-entropy toward p = 0 there), so other
-    talkers or a noise floor between the words open no chunks;
+    of that same alignment (`pause_token_mask`: the share of the boundary probability that falls
+    there), so other talkers or a noise floor between the words open no chunks;
     word_weight > 0 adds a bag-of-words loss: the pooled audio chunks predict which of `word_buckets`
     hashed words the paired transcript holds (`bag_of_words_loss`: no timings, no word order);
     chunking=False runs the same network on every encoder token (the fixed-rate baseline);
@@ -345,12 +345,20 @@ class ChunkFusionModel(nn.Module):
     def _pause_loss(
         frames: list[Tensor | None], cu_seqlens: Tensor, text: Ragged, routed: ChunkerOutput
     ) -> Tensor:
-        """Binary cross-entropy toward p = 0 of the routing's boundary probabilities `routed.probs [T]`
-        at the tokens the CTC alignment `frames` puts in pauses (`pause_token_mask`); 0 without any."""
-        pauses = pause_token_mask(frames, cu_seqlens, text).to(routed.probs.device)
-        if not pauses.any():
+        """The share of the boundary probability mass `routed.probs [T]` that falls on the tokens the
+        CTC alignment `frames` puts in pauses (`pause_token_mask`), averaged over the samples with
+        words that it placed (sequence starts left out); 0 without any. A share, not a level: the ratio loss keeps
+        the chunk rate, this loss moves boundaries from the pauses into the words."""
+        placed = torch.tensor([f is not None and f.numel() > 0 for f in frames], device=routed.probs.device)
+        if not placed.any():
             return routed.probs.sum() * 0.0
-        return -torch.log1p(-routed.probs[pauses].float().clamp(max=1.0 - 1e-6)).mean()
+        cu = cu_seqlens[: len(frames) + 1]
+        count = int(cu[-1])
+        pauses = pause_token_mask(frames, cu, text).to(routed.probs.device)
+        probs = routed.probs[:count].float() * ~sequence_starts(cu, count)
+        inside = segment_reduce((probs * pauses)[:, None], cu, "sum")[:, 0]
+        total = segment_reduce(probs[:, None], cu, "sum")[:, 0].clamp(min=1e-6)
+        return (inside / total)[placed].mean()
 
     def _next_feature_loss(self, m: str, tokens: Tensor, feats: Ragged) -> Tensor:
         """Cosine loss of predicting token t+1's encoder feature from the dechunked output `tokens

@@ -17,6 +17,7 @@ from mmchunk.alignment import (
     word_byte_spans,
 )
 from mmchunk.chunker import DynamicChunker
+from mmchunk.model import ChunkFusionModel
 from mmchunk.ragged import Ragged
 
 
@@ -178,6 +179,12 @@ def test_pause_tokens_lie_between_the_aligned_words_by_hand():
     expected = [1, 2, 6, 7, 8, 9, 10, 16, 17, 18, 19]
     assert pause_token_mask(frames, cu, text, margin=0).nonzero().squeeze(1).tolist() == expected
     assert not pause_token_mask(frames, cu, text, margin=20).any()
+    imposed = torch.zeros(25, dtype=torch.bool)
+    imposed[[8, 12, 18, 21, 24]] = True
+    routed = DynamicChunker(4)(Ragged(torch.randn(25, 4), cu), imposed)
+    # only the first sample has words that fit: two of its three boundaries (8, 12, 18) are in pauses
+    assert ChunkFusionModel._pause_loss(frames, cu, text, routed).item() == pytest.approx(2 / 3)
+    assert ChunkFusionModel._pause_loss([None, None], cu[:3], text, routed).item() == 0.0  # nothing placed
 
 
 def test_pause_loss_trains_the_audio_routing_from_the_ctc_head_alone():
