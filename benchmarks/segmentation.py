@@ -67,6 +67,7 @@ def train(rule: str, frames_per_chunk: float | None, args: argparse.Namespace) -
     if rule != "learned":
         setting = {"audio": {"rule": rule, "frames_per_chunk": frames_per_chunk}}
         extra += ["--model.segmentation", json.dumps(setting)]
+        extra += ["--model.pause_weight", "0"]  # the pause loss trains learned routing only
     trainer = run_fit(
         [
             "--config", str(resolve_recipe(args.recipe)), "--trainer.default_root_dir", str(folder),
