@@ -10,9 +10,11 @@ import statistics
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from mmchunk.chunker import ChunkerOutput
+from mmchunk.kernels import segment_reduce, sequence_starts
 from mmchunk.ragged import Ragged
 
 MAX_ALIGN_CELLS = 10**9  # torchaudio's forced alignment keeps one byte per cell (T × (2S + 1)): ~1 GB
@@ -233,3 +235,38 @@ def aligned_byte_times(frames: list[Tensor | None], ctc: Ragged, text: Ragged) -
         t_start[lo:hi] = starts
         t_end[lo:hi] = torch.cat([starts[1:], ctc.t_end[index[-1:]].to(t_end.dtype)])
     return t_start, t_end
+
+
+def onset_loss(
+    frames: list[Tensor | None],
+    cu_seqlens: Tensor,
+    text: Ragged,
+    routed: ChunkerOutput,
+    inner: ChunkerOutput,
+) -> Tensor:
+    """Binary cross-entropy of the second stage's boundary probabilities `inner.probs [C]` against
+    the word-onset chunks of the CTC alignment `frames` (`onset_chunk_targets` over `routed`'s chunks)."""
+    target, scored = onset_chunk_targets(frames, cu_seqlens, text, routed)
+    if not scored.any():
+        return inner.probs.sum() * 0.0
+    probs = inner.probs[scored].float().clamp(1e-6, 1.0 - 1e-6)
+    return F.binary_cross_entropy(probs, target[scored])
+
+
+def pause_loss(
+    frames: list[Tensor | None], cu_seqlens: Tensor, text: Ragged, routed: ChunkerOutput
+) -> Tensor:
+    """The share of the boundary probability mass `routed.probs [T]` that falls on the tokens the
+    CTC alignment `frames` puts in pauses (`pause_token_mask`), averaged over the samples with
+    words that it placed (sequence starts left out); 0 without any. A share, not a level: the
+    ratio loss keeps the chunk rate, this loss moves boundaries from the pauses into the words."""
+    placed = torch.tensor([f is not None and f.numel() > 0 for f in frames], device=routed.probs.device)
+    if not placed.any():
+        return routed.probs.sum() * 0.0
+    cu = cu_seqlens[: len(frames) + 1]
+    count = int(cu[-1])
+    pauses = pause_token_mask(frames, cu, text).to(routed.probs.device)
+    probs = routed.probs[:count].float() * ~sequence_starts(cu, count)
+    inside = segment_reduce((probs * pauses)[:, None], cu, "sum")[:, 0]
+    total = segment_reduce(probs[:, None], cu, "sum")[:, 0].clamp(min=1e-6)
+    return (inside / total)[placed].mean()

@@ -24,15 +24,15 @@ from mmchunk.alignment import (
     aligned_byte_times,
     ascii_lower,
     batch_byte_frames,
-    onset_chunk_targets,
-    pause_token_mask,
+    onset_loss,
+    pause_loss,
 )
 from mmchunk.backbone import ChunkBackbone
 from mmchunk.chunker import ChunkerOutput, DynamicChunker, chunk_targets, ratio_loss
 from mmchunk.chunkspace import MODALITY_IDS, merge_in_time
 from mmchunk.encoders import build_encoder
 from mmchunk.hrm import HRMBackbone
-from mmchunk.kernels import segment_reduce, sequence_starts
+from mmchunk.kernels import sequence_starts
 from mmchunk.layers import MixerStack, RMSNorm
 from mmchunk.losses import (
     bag_of_words_loss,
@@ -291,9 +291,9 @@ class ChunkFusionModel(nn.Module):
             if not self.training or any(self.weights[k] > 0 for k in ("match", "onset", "pause")):
                 frames = batch_byte_frames(log_probs, audio.cu_seqlens, spoken)  # the first clips
             if self.weights["pause"] > 0:
-                losses["pause"] = self._pause_loss(frames, feats.cu_seqlens, text, routed)
+                losses["pause"] = pause_loss(frames, feats.cu_seqlens, text, routed)
             if inner is not None and self.weights["onset"] > 0:
-                losses["onset"] = self._onset_loss(frames, feats.cu_seqlens, text, routed, inner)
+                losses["onset"] = onset_loss(frames, feats.cu_seqlens, text, routed, inner)
         if frames is not None and "text" in chunks and text.t_start is not None and ctc.t_start is not None:
             chunks["text"] = self.aligned_text(chunks["text"], routing["text"], frames, ctc, text)
         return chunks, routing, losses, ctc
@@ -324,41 +324,6 @@ class ChunkFusionModel(nn.Module):
             rate = getattr(self.encoders[m], "sample_rate", None)
             imposed = self.segmentation[m].boundaries(feats, raw, rate).to(feats.values.device)
         return self.chunker(tagged, imposed)
-
-    @staticmethod
-    def _onset_loss(
-        frames: list[Tensor | None],
-        cu_seqlens: Tensor,
-        text: Ragged,
-        routed: ChunkerOutput,
-        inner: ChunkerOutput,
-    ) -> Tensor:
-        """Binary cross-entropy of the second stage's boundary probabilities `inner.probs [C]` against
-        the word-onset chunks of the CTC alignment `frames` (`onset_chunk_targets` over `routed`'s chunks)."""
-        target, scored = onset_chunk_targets(frames, cu_seqlens, text, routed)
-        if not scored.any():
-            return inner.probs.sum() * 0.0
-        probs = inner.probs[scored].float().clamp(1e-6, 1.0 - 1e-6)
-        return F.binary_cross_entropy(probs, target[scored])
-
-    @staticmethod
-    def _pause_loss(
-        frames: list[Tensor | None], cu_seqlens: Tensor, text: Ragged, routed: ChunkerOutput
-    ) -> Tensor:
-        """The share of the boundary probability mass `routed.probs [T]` that falls on the tokens the
-        CTC alignment `frames` puts in pauses (`pause_token_mask`), averaged over the samples with
-        words that it placed (sequence starts left out); 0 without any. A share, not a level: the ratio loss keeps
-        the chunk rate, this loss moves boundaries from the pauses into the words."""
-        placed = torch.tensor([f is not None and f.numel() > 0 for f in frames], device=routed.probs.device)
-        if not placed.any():
-            return routed.probs.sum() * 0.0
-        cu = cu_seqlens[: len(frames) + 1]
-        count = int(cu[-1])
-        pauses = pause_token_mask(frames, cu, text).to(routed.probs.device)
-        probs = routed.probs[:count].float() * ~sequence_starts(cu, count)
-        inside = segment_reduce((probs * pauses)[:, None], cu, "sum")[:, 0]
-        total = segment_reduce(probs[:, None], cu, "sum")[:, 0].clamp(min=1e-6)
-        return (inside / total)[placed].mean()
 
     def _next_feature_loss(self, m: str, tokens: Tensor, feats: Ragged) -> Tensor:
         """Cosine loss of predicting token t+1's encoder feature from the dechunked output `tokens

@@ -13,11 +13,11 @@ from mmchunk.alignment import (
     ctc_word_spans,
     even_word_spans,
     onset_chunk_targets,
+    pause_loss,
     pause_token_mask,
     word_byte_spans,
 )
 from mmchunk.chunker import DynamicChunker
-from mmchunk.model import ChunkFusionModel
 from mmchunk.ragged import Ragged
 
 
@@ -183,14 +183,14 @@ def test_pause_tokens_lie_between_the_aligned_words_by_hand():
     imposed[[8, 12, 18, 21, 24]] = True
     routed = DynamicChunker(4)(Ragged(torch.randn(25, 4), cu), imposed)
     # only the first sample has words that fit: two of its three boundaries (8, 12, 18) are in pauses
-    assert ChunkFusionModel._pause_loss(frames, cu, text, routed).item() == pytest.approx(2 / 3)
-    assert ChunkFusionModel._pause_loss([None, None], cu[:3], text, routed).item() == 0.0  # nothing placed
+    assert pause_loss(frames, cu, text, routed).item() == pytest.approx(2 / 3)
+    assert pause_loss([None, None], cu[:3], text, routed).item() == 0.0  # nothing placed
 
 
 def test_pause_loss_trains_the_audio_routing_from_the_ctc_head_alone():
     from tests.test_model import small_model
 
-    with pytest.raises(ValueError, match="pause_weight.*ctc_weight > 0"):
+    with pytest.raises(ValueError, match=r"pause_weight.*ctc_weight > 0"):
         small_model(pause_weight=0.5)
     with pytest.raises(ValueError, match="learned audio chunks"):
         small_model(
