@@ -46,7 +46,8 @@ RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "audio_text" / "de
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """A tiny corpus (10 train and 6 val samples, 3 per shard) and a 2-step checkpoint (shared by the
-    export and robustness tests)."""
+    export and robustness tests). Without the pause loss: on the 2-step probe's near-flat posteriors
+    its weights put a forced-alignment tie in the windowed export test's transcript."""
     root = tmp_path_factory.mktemp("trained")
     data = root / "data"
     from mmchunk.data.synth import synth_corpus
@@ -59,7 +60,7 @@ def trained(tmp_path_factory):
         "--trainer.logger.init_args.save_dir", str(root / "run"),
         "--model.dim", "32", "--model.embed_dim", "16", "--model.heads", "2", "--model.main_depth", "1",
         "--data.train", str(data / "train"), "--data.val", str(data / "val"),
-        "--data.max_samples", "4",
+        "--data.max_samples", "4", "--model.pause_weight", "0",
     ])  # fmt: skip
     ckpt = next(root.glob("run/logs/version_*/checkpoints/last.ckpt"))
     return data, ckpt

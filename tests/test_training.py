@@ -121,14 +121,18 @@ def test_resume_at_any_step_is_exact(straight_run, tmp_path, stop):
 
 def test_a_ctc_probe_changes_no_weight_of_the_model(straight_run, tmp_path):
     """Five steps with the recipe's detached CTC probe (and gradient clipping, as the recipe has) and
-    five without it: every weight outside the probe is the same bit for bit, and the probe trained."""
-    data, probed = straight_run
+    five without it, both without the pause loss (which trains the routing from the probe's
+    alignment on purpose): every weight outside the probe is the same bit for bit, and the probe
+    trained. With the recipe's pause loss the routing weights move."""
+    data, recipe = straight_run
+    probed = _tiny_fit(data, tmp_path / "p", 5, "--model.pause_weight", "0").lightning_module.state_dict()
     without = "--model.ctc_weight", "0", "--model.ctc_probe", "false", "--model.ctc_clips", "null"
-    got = _tiny_fit(data, tmp_path, 5, *without).lightning_module.state_dict()
+    got = _tiny_fit(data, tmp_path, 5, *without, "--model.pause_weight", "0").lightning_module.state_dict()
     extra = {name for name in probed if name not in got}
     assert extra and all(name.startswith(("model.ctc_head.", "model.ctc_probe.")) for name in extra)
     for name in got:
         torch.testing.assert_close(probed[name], got[name], rtol=0, atol=0, msg=name)
+    assert not torch.equal(recipe["model.chunker.q_proj.weight"], probed["model.chunker.q_proj.weight"])
 
 
 def test_resume_mid_epoch_is_exact(straight_run, tmp_path, monkeypatch):
