@@ -14,7 +14,6 @@ import torch
 
 from mmchunk import load_embeddings
 from mmchunk.checkpoint import load_module
-from mmchunk.chunkspace import MODALITY_IDS
 from mmchunk.data import DataConfig, make_dataset
 from mmchunk.evaluation import ValidationAccumulator
 from mmchunk.export import export_embeddings
@@ -175,9 +174,7 @@ def test_every_bad_checkpoint_is_one_sentence_and_nothing_is_written(trained, tm
 
 def test_a_long_sample_exports_window_by_window_as_in_one_pass(trained, tmp_path):
     """A sample longer than the window: its audio chunks come window by window, and the export
-    equals the one-pass export (the same chunks, times and embeddings). The text chunks' times come
-    from forced alignment of the probe's log-probabilities, equal to float precision either way: on
-    this 2-step model's near-flat posteriors a tie may flip, so they may move by one audio frame."""
+    equals the one-pass export (the same chunks, times and embeddings)."""
     import numpy as np
     import soundfile
 
@@ -201,11 +198,7 @@ def test_a_long_sample_exports_window_by_window_as_in_one_pass(trained, tmp_path
         runs[window] = load_embeddings(out)
     windowed, single = runs[2.0], runs[100.0]
     assert windowed.keys == single.keys == ["long"] and single.chunks.num_tokens > 10
-    audio = single.chunks.modality == MODALITY_IDS["audio"]
-    assert torch.equal(windowed.chunks.modality, single.chunks.modality)
-    torch.testing.assert_close(windowed.chunks.t_start[audio], single.chunks.t_start[audio])
-    moved = (windowed.chunks.t_start - single.chunks.t_start).abs()[~audio]
-    assert moved.max() <= 0.04 + 1e-5 and (moved > 1e-5).sum() <= 2  # one 40 ms frame, rarely
+    torch.testing.assert_close(windowed.chunks.t_start, single.chunks.t_start)
     torch.testing.assert_close(windowed.chunks.values, single.chunks.values, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(windowed.embeddings, single.embeddings, atol=1e-5, rtol=1e-5)
 
