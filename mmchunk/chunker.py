@@ -11,10 +11,12 @@ from torch import Tensor, nn
 
 from mmchunk.kernels import boundary_probs, ema_scan, segment_reduce, seq_lengths, sequence_starts
 from mmchunk.ragged import Ragged
-from mmchunk.ragged_ops import window_means
+from mmchunk.ragged_ops import segment_quantile, window_means
 from mmchunk.stepping import last_rows, merge_rows, state_rows
 
 POOLINGS = ("boundary", "mean")
+PEAK_QUANTILE = 0.9  # the routing's peak level: speech sets it, pauses (up to ~half a clip) do not
+GAIN_RANGE = (2 / 3, 1.5)  # the ×1.5 band of the chunk-rate target: a noise-only clip gets at most ×1.5 too
 
 
 @dataclass
@@ -126,6 +128,11 @@ class DynamicChunker(nn.Module):
     input of that modality: a component shared by the whole clip (a video's static background) no
     longer holds the cosine near 1, where it has no gradient, while identical tokens stay identical
     (not causal: the mean spans the whole sequence).
+    `routing_gain` (one flag per modality id) is gain control for the routing of that modality: in
+    training the chunker keeps a running mean of the sequences' peak level (the 0.9-quantile of p,
+    `routing_peak [M]`); in evaluation each sequence's p is scaled by that level over its own, within
+    ×2/3 … ×1.5 (`GAIN_RANGE`), so a recording whose neighbouring frames all look alike (a room) keeps
+    the training's chunk rate (not causal: the peak level spans the whole sequence).
     """
 
     def __init__(
@@ -138,6 +145,7 @@ class DynamicChunker(nn.Module):
         every_token: bool = False,
         routing_windows: Sequence[int] | None = None,
         routing_center: Sequence[bool] | None = None,
+        routing_gain: Sequence[bool] | None = None,
         backend: str = "auto",
     ) -> None:
         super().__init__()
@@ -156,6 +164,11 @@ class DynamicChunker(nn.Module):
         self.register_buffer("routing_windows", windows if (windows > 1).any() else None, persistent=False)
         center = torch.tensor(list(routing_center or []), dtype=torch.bool)
         self.register_buffer("routing_center", center if center.any() else None, persistent=False)
+        gain = torch.tensor(list(routing_gain or []), dtype=torch.bool)
+        self.register_buffer("routing_gain", gain if gain.any() else None, persistent=False)
+        self.register_buffer(
+            "routing_peak", torch.full((len(gain),), float("nan")) if gain.any() else None
+        )  # NaN until training has measured it: no gain
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -168,8 +181,10 @@ class DynamicChunker(nn.Module):
             if self.modality_embedding is not None:
                 self.modality_embedding.weight.zero_()
 
-    def routing(self, x: Ragged) -> Tensor:
-        """Boundary probabilities `p [T]` of the tokens of `x [T, D]`."""
+    def routing(self, x: Ragged, peak: Tensor | None = None) -> Tensor:
+        """Boundary probabilities `p [T]` of the tokens of `x [T, D]` (after the gain control of
+        `routing_gain`; `peak [B]` gives each sequence's peak level instead of measuring it in `x`,
+        for a recording routed in windows)."""
         h = x.values
         if self.modality_embedding is not None and x.modality is not None:
             h = h + self.modality_embedding(x.modality)
@@ -182,10 +197,40 @@ class DynamicChunker(nn.Module):
             h_q, h_k = window_means(h, x.cu_seqlens, self.routing_windows[x.modality])
         q = self.q_proj(h_q)
         k = q if self.k_proj is self.q_proj and h_k is h_q else self.k_proj(h_k)
-        return boundary_probs(q, k, x.cu_seqlens, backend=self.backend)
+        probs = boundary_probs(q, k, x.cu_seqlens, backend=self.backend)
+        if self.routing_gain is None or x.modality is None or x.num_tokens == 0:
+            return probs
+        return self.gain_control(probs, x.cu_seqlens, x.modality, peak)
 
-    def forward(self, x: Ragged, boundaries: Tensor | None = None) -> ChunkerOutput:
-        """Route and downsample `x [T, D]` into chunks `[C, D]`.
+    def gain_control(
+        self, probs: Tensor, cu_seqlens: Tensor, modality: Tensor, peak: Tensor | None
+    ) -> Tensor:
+        """`routing_gain` on `probs [T]`: training updates `routing_peak` and returns `probs`;
+        evaluation scales each flagged sequence by `routing_peak / peak` (in `GAIN_RANGE`; `peak [B]`
+        measured here when None), sequence starts staying 1."""
+        lengths = seq_lengths(cu_seqlens)
+        kind = modality[cu_seqlens[:-1].long().clamp(max=probs.numel() - 1)]
+        flagged = self.routing_gain[kind] & (lengths > 0)
+        if peak is None:
+            peak = segment_quantile(probs.detach(), cu_seqlens, PEAK_QUANTILE)
+        if self.training:
+            with torch.no_grad():
+                for m in kind[flagged].unique().tolist():
+                    level = peak[flagged & (kind == m)].mean()
+                    old = self.routing_peak[m]
+                    self.routing_peak[m] = level if old.isnan() else old + 0.05 * (level - old)
+            return probs
+        gain = (self.routing_peak[kind] / peak.clamp(min=1e-6)).clamp(*GAIN_RANGE)
+        gain = torch.where(flagged & ~gain.isnan(), gain, 1.0).repeat_interleave(
+            lengths, output_size=probs.numel()
+        )
+        scaled = (probs * gain).clamp(0.0, 1.0)
+        return torch.where(sequence_starts(cu_seqlens, probs.numel()), probs, scaled)
+
+    def forward(
+        self, x: Ragged, boundaries: Tensor | None = None, peak: Tensor | None = None
+    ) -> ChunkerOutput:
+        """Route and downsample `x [T, D]` into chunks `[C, D]` (`peak [B]`: see `routing`).
 
         `boundaries [T]` bool imposes the chunks instead of routing (a baseline segmentation,
         `mmchunk.segmentation`): `p = 1` where a chunk opens, 0 elsewhere, so dechunk neither smooths
@@ -204,7 +249,7 @@ class DynamicChunker(nn.Module):
         elif self.every_token:
             probs = x.values.new_ones(x.num_tokens)
         else:
-            probs = self.routing(x)
+            probs = self.routing(x, peak)
         boundary_mask = probs > 0.5
         counts = F.pad(boundary_mask.cumsum(0), (1, 0))
         chunk_index = counts[1:] - 1
@@ -252,10 +297,13 @@ class DynamicChunker(nn.Module):
         return upsampled + self.residual_proj(out.residual)
 
     def _check_causal(self) -> None:
-        if self.pooling != "boundary" or self.routing_windows is not None or self.routing_center is not None:
+        if self.pooling != "boundary" or any(
+            flags is not None for flags in (self.routing_windows, self.routing_center, self.routing_gain)
+        ):
             raise ValueError(
                 "DynamicChunker: the step path needs causal routing and pooling (boundary pooling, "
-                "no routing windows, no centring): mean pooling and windows read later tokens"
+                "no routing windows, centring or gain): mean pooling, windows and the peak level "
+                "read later tokens"
             )
 
     def init_state(self, batch: int, capacity: int, like: Tensor) -> ChunkerState:

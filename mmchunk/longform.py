@@ -24,6 +24,7 @@ import torchaudio
 from torch import Tensor
 from tqdm import tqdm
 
+from mmchunk.chunker import PEAK_QUANTILE
 from mmchunk.chunkspace import MODALITY_IDS
 from mmchunk.data.decode import DecodeError
 from mmchunk.encoders.audio import MEL_FLOOR, frame_waveforms
@@ -31,6 +32,7 @@ from mmchunk.kernels import ema_scan
 from mmchunk.layers import GatedRecurrence
 from mmchunk.model import ChunkFusionModel
 from mmchunk.ragged import Ragged
+from mmchunk.ragged_ops import segment_quantile
 
 RESAMPLE_MARGIN = 4096  # native samples beyond each block: more than the resampling kernel's reach
 
@@ -203,17 +205,38 @@ def windowed_routing(
     context = round(context_s * rate / hop) + -(-encoder.width // hop)
     with torch.no_grad():
         stats = streamed_level_stats(encoder, pieces, length, window)
-        cursor = SampleCursor(pieces())
-        windows = frame_windows(frames, window, context)
-        for w in tqdm(windows, total=-(-frames // window), desc="windows", disable=not progress):
-            wave = window_samples(cursor, w, hop, context, length)
-            feats = encoder(Ragged.from_list([wave]), stats)
-            audio = torch.full((feats.num_tokens,), MODALITY_IDS["audio"], device=feats.values.device)
-            tagged = Ragged(feats.values, feats.cu_seqlens, t_start=feats.t_start, t_end=feats.t_end,
-                            modality=audio)  # fmt: skip
-            keep = slice(w.first - w.offset, w.stop - w.offset)
-            routed = model.chunker(tagged)
-            yield w, routed.boundary_mask[keep], feats.values[keep], routed.probs[keep]
+
+        def encoded(desc: str) -> Iterator[tuple[FrameWindow, Ragged, slice]]:
+            cursor = SampleCursor(pieces())
+            windows = frame_windows(frames, window, context)
+            for w in tqdm(windows, total=-(-frames // window), desc=desc, disable=not progress):
+                feats = encoder(Ragged.from_list([window_samples(cursor, w, hop, context, length)]), stats)
+                audio = torch.full((feats.num_tokens,), MODALITY_IDS["audio"], device=feats.values.device)
+                tagged = Ragged(feats.values, feats.cu_seqlens, t_start=feats.t_start, t_end=feats.t_end,
+                                modality=audio)  # fmt: skip
+                yield w, tagged, slice(w.first - w.offset, w.stop - w.offset)
+
+        peak = recording_peak(model, encoded("peak level"))
+        for w, tagged, keep in encoded("windows"):
+            routed = model.chunker(tagged, peak=peak)
+            yield w, routed.boundary_mask[keep], tagged.values[keep], routed.probs[keep]
+
+
+def recording_peak(
+    model: ChunkFusionModel, windows: Iterator[tuple[FrameWindow, Ragged, slice]]
+) -> Tensor | None:
+    """The whole recording's peak routing level `[1]` for the audio gain control (`DynamicChunker`'s
+    `routing_gain`), from a pass over its `windows`; None (and no pass) where the model has none."""
+    chunker, audio = model.chunker, MODALITY_IDS["audio"]
+    if (
+        chunker.routing_gain is None
+        or not bool(chunker.routing_gain[audio])
+        or chunker.routing_peak[audio].isnan()
+    ):
+        return None
+    unit = chunker.routing_peak[audio : audio + 1]  # the running level itself: gain 1, the raw p
+    probs = torch.cat([chunker.routing(tagged, unit)[keep] for _, tagged, keep in windows])
+    return segment_quantile(probs, torch.tensor([0, probs.numel()], dtype=torch.int32), PEAK_QUANTILE)
 
 
 def long_audio_boundaries(

@@ -81,6 +81,7 @@ class ChunkFusionModel(nn.Module):
     routing_windows: tokens averaged on each side of a candidate boundary per modality (e.g.
     `{"audio": 3}`; default 1, H-Net's single-token comparison); routing_center: modalities whose
     routing input is centred per sequence (`DynamicChunker`'s `routing_center`, e.g. `["video"]`);
+    routing_gain: modalities whose routing gets gain control (`DynamicChunker`'s `routing_gain`);
     ctc_weight > 0 adds a byte CTC loss of the dechunked audio tokens against the paired transcript
     in lower case (`byte_ctc_loss`: no timings; `ascii_lower`); ctc_probe=True detaches the tokens
     the CTC head reads and gives it its own block (`ctc_probe_mixer`: "window", sliding-window
@@ -126,6 +127,7 @@ class ChunkFusionModel(nn.Module):
         ratio_per_sequence: bool = True,
         routing_windows: Mapping[str, int] | None = None,
         routing_center: Sequence[str] = (),
+        routing_gain: Sequence[str] = (),
         ctc_weight: float = 0.0,
         onset_weight: float = 0.0,
         pause_weight: float = 0.0,
@@ -165,9 +167,10 @@ class ChunkFusionModel(nn.Module):
         self.encoders = nn.ModuleDict({m: build_encoder(m, dim, **kw) for m, kw in encoders.items()})
         self.targets = chunk_targets(chunk_rate_hz, {m: e.native_rate_hz for m, e in self.encoders.items()})
         windows = dict(routing_windows or {})
-        if isinstance(routing_center, str):
-            raise ValueError(f"routing_center: a list of modality names, got the string {routing_center!r}")
-        for name, given in (("routing_windows", windows), ("routing_center", routing_center)):
+        for name, given in (("routing_windows", windows), ("routing_center", routing_center),
+                            ("routing_gain", routing_gain)):  # fmt: skip
+            if isinstance(given, str):
+                raise ValueError(f"{name}: a list of modality names, got the string {given!r}")
             if unknown := sorted(set(given) - set(MODALITY_IDS)):
                 raise ValueError(
                     f"{name}: unknown modality {unknown[0]!r} (known: {', '.join(MODALITY_IDS)})"
@@ -183,6 +186,7 @@ class ChunkFusionModel(nn.Module):
             dim, pooling="mean", num_modalities=len(MODALITY_IDS), tied_routing=True,
             every_token=not chunking, routing_windows=[windows.get(m, 1) for m in ids],
             routing_center=[m in routing_center for m in ids],
+            routing_gain=[m in routing_gain for m in ids],
         )  # fmt: skip
         moe = dict(moe or {})
         moe_weight = moe.pop("weight", 0.01)

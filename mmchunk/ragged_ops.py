@@ -55,3 +55,25 @@ def window_means(values: Tensor, cu_seqlens: Tensor, width: Tensor) -> tuple[Ten
     ahead = (prefix[stop] - prefix[index]) / (stop - index)[:, None]
     behind = (prefix[index + 1] - prefix[first]) / (index + 1 - first)[:, None]
     return ahead.to(values.dtype), behind.to(values.dtype)
+
+
+def segment_quantile(values: Tensor, cu_seqlens: Tensor, q: float) -> Tensor:
+    """The `q`-quantile of every sequence of `values [T]`: `[B]` (torch.quantile's linear
+    interpolation; NaN for an empty sequence). One stable sort by value, then one by sequence."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"segment_quantile: q must be in [0, 1], got {q}")
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    owner = torch.repeat_interleave(
+        torch.arange(len(lengths), device=values.device), lengths, output_size=values.shape[0]
+    )
+    by_value = values.argsort(stable=True)
+    ordered = values[by_value[owner[by_value].argsort(stable=True)]]
+    position = q * (lengths - 1).clamp(min=0).to(values.dtype)
+    low = position.floor().long()
+    high = (low + 1).clamp(max=(lengths - 1).clamp(min=0))
+    start = cu_seqlens[:-1].long()
+    last = max(values.shape[0] - 1, 0)
+    below = ordered[(start + low).clamp(max=last)] if values.numel() else values.new_zeros(len(lengths))
+    above = ordered[(start + high).clamp(max=last)] if values.numel() else values.new_zeros(len(lengths))
+    quantile = below + (position - low.to(values.dtype)) * (above - below)
+    return quantile.masked_fill(lengths == 0, float("nan"))

@@ -193,11 +193,10 @@ def check_causal(model: ChunkFusionModel) -> None:
         raise ValueError(
             "streaming needs the recurrent audio mixer (attention and window mixers read later frames)"
         )
-    center = model.chunker.routing_center
-    if center is not None and bool(center[MODALITY_IDS["audio"]]):
-        raise ValueError(
-            "streaming cannot centre the audio routing input (the mean spans the whole recording)"
-        )
+    for flags, what in ((model.chunker.routing_center, "centre the audio routing input (the mean"),
+                        (model.chunker.routing_gain, "scale the audio routing (its peak level")):  # fmt: skip
+        if flags is not None and bool(flags[MODALITY_IDS["audio"]]):
+            raise ValueError(f"streaming cannot {what} spans the whole recording)")
     if "audio" in model.segmentation:
         raise ValueError("streaming runs the learned routing; this model has a baseline audio segmentation")
 

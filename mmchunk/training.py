@@ -77,6 +77,8 @@ class AudioTextModule(L.LightningModule):
         ratio_per_sequence: hold every clip to the ratio target (not only the batch mean).
         routing_windows: per modality, tokens averaged on each side of a boundary candidate.
         routing_center: modalities whose routing input has the clip's mean token taken out.
+        routing_gain: modalities whose boundary probabilities get gain control at evaluation (each
+            clip's peak level scaled to the training clips' running mean: reverberant rooms).
         ctc_weight: weight of a byte CTC loss of the audio against the transcript (0: off).
         ctc_probe: the CTC head reads the tokens detached, through its own mixer block (the
             aligner leaves the retrieval features alone).
@@ -121,6 +123,7 @@ class AudioTextModule(L.LightningModule):
         ratio_per_sequence: bool = True,
         routing_windows: dict[str, int] | None = None,
         routing_center: list[str] | None = None,
+        routing_gain: list[str] | None = None,
         ctc_weight: float = 0.0,
         onset_weight: float = 0.0,
         pause_weight: float = 0.0,
@@ -144,8 +147,9 @@ class AudioTextModule(L.LightningModule):
             predict_weight=predict_weight, match_weight=match_weight, outer_depth=outer_depth,
             outer_mixer=outer_mixer, stages=stages, inner_ratio=inner_ratio, moe=moe,
             backbone=backbone, hrm=hrm, ratio_per_sequence=ratio_per_sequence,
-            routing_windows=routing_windows, routing_center=routing_center or (), ctc_weight=ctc_weight,
-            onset_weight=onset_weight, pause_weight=pause_weight, ctc_probe=ctc_probe, ctc_clips=ctc_clips,
+            routing_windows=routing_windows, routing_center=routing_center or (),
+            routing_gain=routing_gain or (), ctc_weight=ctc_weight, onset_weight=onset_weight,
+            pause_weight=pause_weight, ctc_probe=ctc_probe, ctc_clips=ctc_clips,
             ctc_probe_mixer=ctc_probe_mixer, word_weight=word_weight, word_buckets=word_buckets,
             segmentation=segmentation,
         )  # fmt: skip

@@ -145,6 +145,11 @@ def test_non_causal_configurations_are_refused():
     )
     with pytest.raises(ValueError, match="centre"):
         StreamingSegmenter(centred)
+    gained = ChunkFusionModel(
+        dim=32, embed_dim=16, heads=2, main_depth=1, encoders=encoders, routing_gain=["audio"]
+    )
+    with pytest.raises(ValueError, match="cannot scale the audio routing"):
+        StreamingSegmenter(gained)
     with pytest.raises(ValueError, match="level must be one of"):
         causal_model(stem="conv")
 
