@@ -198,7 +198,9 @@ def _robustness(args: argparse.Namespace) -> int:
     if not args.ckpt.is_file():
         raise FileNotFoundError(f"no such checkpoint: {args.ckpt}")
     expand_urls(args.data)
-    report = run_robustness(args.ckpt, args.data, names, seed=args.seed, progress=not args.json)
+    report = run_robustness(
+        args.ckpt, args.data, names, seed=args.seed, progress=not args.json, routing_gain=args.routing_gain
+    )
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
@@ -337,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     robustness.add_argument("--seed", type=int, default=0, help="seed of the conditions' noise (0)")
     robustness.add_argument("--json", action="store_true", help="print the scores of every condition as JSON")
+    robustness.add_argument(
+        "--no-routing-gain", dest="routing_gain", action="store_false",
+        help="switch the audio routing's gain control off (model.routing_gain): the ablation",
+    )  # fmt: skip
     robustness.set_defaults(func=_robustness)
     hashhop = evaluation.add_parser("hashhop", help="HashHop multi-hop long-context tasks").add_subparsers(
         dest="hashhop_command", metavar="HASHHOP_COMMAND", required=True

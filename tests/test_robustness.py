@@ -133,7 +133,13 @@ def test_cli_report_json_and_bad_input(trained, tmp_path):
 
     done = run("--ckpt", str(ckpt), "--data", str(data / "val"), "--conditions", "telephone", "--json")
     assert done.returncode == 0, done.stderr
-    assert list(json.loads(done.stdout)["conditions"]) == ["telephone"]
+    assert (
+        list(json.loads(done.stdout)["conditions"]) == ["telephone"]
+        and json.loads(done.stdout)["routing_gain"]
+    )
+    off = run("--ckpt", str(ckpt), "--data", str(data / "val"), "--conditions", "telephone", "--json",
+              "--no-routing-gain")  # fmt: skip
+    assert off.returncode == 0 and json.loads(off.stdout)["routing_gain"] is False, off.stderr
     for args, message in (
         (
             ["--ckpt", str(ckpt), "--data", str(data / "val"), "--conditions", "loud"],

@@ -123,11 +123,13 @@ def run_robustness(
     seed: int = 0,
     config: DataConfig | None = None,
     progress: bool = True,
+    routing_gain: bool = True,
 ) -> dict:
-    """Evaluate a checkpoint on the shards `data` under each condition (default: all).
+    """Evaluate a checkpoint on the shards `data` under each condition (default: all);
+    `routing_gain=False` switches the routing's gain control off (the ablation).
 
-    Returns `{"checkpoint", "data", "seed", "conditions": {name: scores}}` with the scores of
-    `mmchunk.pipeline.evaluate`.
+    Returns `{"checkpoint", "data", "seed", "routing_gain", "conditions": {name: scores}}` with the
+    scores of `mmchunk.pipeline.evaluate`.
     """
     from tqdm import tqdm
 
@@ -136,13 +138,25 @@ def run_robustness(
 
     names = parse_conditions(conditions)
     module = load_module(checkpoint)
+    if not routing_gain:
+        without_routing_gain(module.model)
     config = config or eval_config(module)
     results = {}
     with torch.no_grad():
         for name in tqdm(names, desc="conditions", unit="condition", disable=not progress):
             transform = condition_transform(name, seed, config.sample_rate)
             results[name], _ = evaluate(module, data, config, transform=transform)
-    return {"checkpoint": str(checkpoint), "data": str(data), "seed": seed, "conditions": results}
+    gained = (
+        module.model.chunker.routing_peak is not None and not module.model.chunker.routing_peak.isnan().all()
+    )
+    return {"checkpoint": str(checkpoint), "data": str(data), "seed": seed, "routing_gain": bool(gained),
+            "conditions": results}  # fmt: skip
+
+
+def without_routing_gain(model) -> None:
+    """Switch off a `ChunkFusionModel`'s routing gain control (its running peak level unmeasured)."""
+    if model.chunker.routing_peak is not None:
+        model.chunker.routing_peak.fill_(float("nan"))
 
 
 def format_report(report: dict) -> str:
