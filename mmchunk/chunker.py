@@ -182,9 +182,16 @@ class DynamicChunker(nn.Module):
                 self.modality_embedding.weight.zero_()
 
     def routing(self, x: Ragged, peak: Tensor | None = None) -> Tensor:
-        """Boundary probabilities `p [T]` of the tokens of `x [T, D]` (after the gain control of
-        `routing_gain`; `peak [B]` gives each sequence's peak level instead of measuring it in `x`,
+        """Boundary probabilities `p [T]` of the tokens of `x [T, D]` after the gain control of
+        `routing_gain` (`peak [B]` gives each sequence's peak level instead of measuring it in `x`,
         for a recording routed in windows)."""
+        probs = self.raw_routing(x)
+        if self.routing_gain is None or x.modality is None or x.num_tokens == 0:
+            return probs
+        return self.gain_control(probs, x.cu_seqlens, x.modality, peak)
+
+    def raw_routing(self, x: Ragged) -> Tensor:
+        """Boundary probabilities `p [T]` of the tokens of `x [T, D]` before any gain control."""
         h = x.values
         if self.modality_embedding is not None and x.modality is not None:
             h = h + self.modality_embedding(x.modality)
@@ -197,10 +204,7 @@ class DynamicChunker(nn.Module):
             h_q, h_k = window_means(h, x.cu_seqlens, self.routing_windows[x.modality])
         q = self.q_proj(h_q)
         k = q if self.k_proj is self.q_proj and h_k is h_q else self.k_proj(h_k)
-        probs = boundary_probs(q, k, x.cu_seqlens, backend=self.backend)
-        if self.routing_gain is None or x.modality is None or x.num_tokens == 0:
-            return probs
-        return self.gain_control(probs, x.cu_seqlens, x.modality, peak)
+        return boundary_probs(q, k, x.cu_seqlens, backend=self.backend)
 
     def gain_control(
         self, probs: Tensor, cu_seqlens: Tensor, modality: Tensor, peak: Tensor | None

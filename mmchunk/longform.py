@@ -234,8 +234,7 @@ def recording_peak(
         or chunker.routing_peak[audio].isnan()
     ):
         return None
-    unit = chunker.routing_peak[audio : audio + 1]  # the running level itself: gain 1, the raw p
-    probs = torch.cat([chunker.routing(tagged, unit)[keep] for _, tagged, keep in windows])
+    probs = torch.cat([chunker.raw_routing(tagged)[keep] for _, tagged, keep in windows])
     return segment_quantile(probs, torch.tensor([0, probs.numel()], dtype=torch.int32), PEAK_QUANTILE)
 
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmchunk.kernels import segment_reduce
+from mmchunk.kernels import segment_ids, segment_reduce, seq_lengths
 from mmchunk.ragged import METADATA, Ragged
 
 
@@ -62,18 +62,16 @@ def segment_quantile(values: Tensor, cu_seqlens: Tensor, q: float) -> Tensor:
     interpolation; NaN for an empty sequence). One stable sort by value, then one by sequence."""
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"segment_quantile: q must be in [0, 1], got {q}")
-    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-    owner = torch.repeat_interleave(
-        torch.arange(len(lengths), device=values.device), lengths, output_size=values.shape[0]
-    )
+    lengths = seq_lengths(cu_seqlens).long()
+    if values.numel() == 0:
+        return values.new_full((len(lengths),), float("nan"))
     by_value = values.argsort(stable=True)
-    ordered = values[by_value[owner[by_value].argsort(stable=True)]]
-    position = q * (lengths - 1).clamp(min=0).to(values.dtype)
+    ordered = values[by_value[segment_ids(cu_seqlens, values.shape[0])[by_value].argsort(stable=True)]]
+    top = (lengths - 1).clamp(min=0)
+    position = q * top.to(values.dtype)
     low = position.floor().long()
-    high = (low + 1).clamp(max=(lengths - 1).clamp(min=0))
-    start = cu_seqlens[:-1].long()
-    last = max(values.shape[0] - 1, 0)
-    below = ordered[(start + low).clamp(max=last)] if values.numel() else values.new_zeros(len(lengths))
-    above = ordered[(start + high).clamp(max=last)] if values.numel() else values.new_zeros(len(lengths))
+    start, last = cu_seqlens[:-1].long(), values.shape[0] - 1
+    below = ordered[(start + low).clamp(max=last)]
+    above = ordered[(start + (low + 1).clamp(max=top)).clamp(max=last)]
     quantile = below + (position - low.to(values.dtype)) * (above - below)
     return quantile.masked_fill(lengths == 0, float("nan"))

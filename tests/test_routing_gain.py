@@ -9,6 +9,7 @@ from test_longform import model, one_pass_starts, recording
 
 from mmchunk import Ragged
 from mmchunk.chunker import GAIN_RANGE, PEAK_QUANTILE, DynamicChunker
+from mmchunk.data.decode import decode_audio
 from mmchunk.longform import long_audio_boundaries
 from mmchunk.model import ChunkFusionModel
 from mmchunk.ragged_ops import segment_quantile
@@ -101,6 +102,7 @@ def test_evaluation_scales_each_sequence_to_the_training_peak(level):
     torch.testing.assert_close(gained(x, peak=measured).probs, got.probs)  # a given peak: the same
     unit = torch.full((len(LENGTHS),), level)
     torch.testing.assert_close(gained(x, peak=unit).probs[x.modality == 0], raw[x.modality == 0])
+    torch.testing.assert_close(gained.raw_routing(x), raw, rtol=0, atol=0)
 
 
 def test_identical_tokens_stay_unsplit_at_any_gain():
@@ -137,12 +139,24 @@ def test_model_option_state_and_refusals():
 
 def test_windowed_recording_uses_the_whole_recording_peak(tmp_path):
     """Window by window (a first pass for the recording's peak level) equals one pass with the gain,
-    and the gain changes the boundaries (so the comparison can fail)."""
+    at a gain inside GAIN_RANGE (so the windowed peak must be the recording's), and the gain changes
+    the boundaries (so the comparison can fail); a peak taken from one window alone differs."""
     path = recording(tmp_path / "a.flac", 20.0, 44_100)
     m = model({"routing_gain": ["audio"]})
     plain = one_pass_starts(m, path)  # no level measured yet: no gain
+    wave, _ = decode_audio(path.read_bytes(), 16_000)
     with torch.no_grad():
-        m.chunker.routing_peak[0] = 1.0  # well above this untrained model's peaks: gain ×1.5
-    expected = one_pass_starts(m, path)
+        feats = m.encoders["audio"](Ragged.from_list([wave]))
+        tagged = Ragged(
+            feats.values, feats.cu_seqlens, modality=torch.zeros(feats.num_tokens, dtype=torch.long)
+        )
+        whole = segment_quantile(m.chunker.raw_routing(tagged), feats.cu_seqlens, PEAK_QUANTILE)
+        m.chunker.routing_peak[0] = 1.3 * whole[0]  # gain ×1.3: not clamped
+        expected = one_pass_starts(m, path)
+        first = Ragged(
+            feats.values[:75], torch.tensor([0, 75], dtype=torch.int32), modality=tagged.modality[:75]
+        )
+        local = segment_quantile(m.chunker.raw_routing(first), first.cu_seqlens, PEAK_QUANTILE)
+    assert not torch.allclose(local, whole)  # a window's own peak is not the recording's
     starts, frames, _ = long_audio_boundaries(m, path, window_s=3.0, context_s=1.0, block_s=1.1)
     assert torch.equal(starts, expected) and expected.numel() > plain.numel() and expected.numel() < frames
