@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor
 
 from mmchunk.chunkspace import MODALITY_IDS
@@ -134,9 +133,13 @@ class StreamingSegmenter:
         if upto <= self.mixed:
             return
         last = (total if total is not None else self.feat_base + len(self.feats)) - 1
-        index = torch.arange(self.mixed, upto)[:, None] + torch.arange(-self.context, self.context + 1)
-        rows = self.feats[index.clamp(min=0, max=last) - self.feat_base]
-        x = self.encoder.norm(self.encoder.proj(rearrange(rows, "f k c -> f (k c)")))
+        lo, hi, base = self.mixed - self.context, upto + self.context, self.feat_base  # frames read
+        if lo >= 0 and hi - 1 <= last:  # inside the stream: a strided view, no gather
+            rows = self.feats[lo - base : hi - base].unfold(0, 2 * self.context + 1, 1).transpose(1, 2)
+        else:  # at an end of the stream: the first or last frame repeated
+            index = torch.arange(self.mixed, upto)[:, None] + torch.arange(-self.context, self.context + 1)
+            rows = self.feats[index.clamp(min=0, max=last) - base]
+        x = self.encoder.norm(self.encoder.proj(rows.flatten(1)))  # [f, k, c] -> [f, k·c]
         hidden, self.mixer_state = self.encoder.mixing.extend(x, self.mixer_state)
         prefix = torch.cat([self.prefix[-1:], (hidden + self.bias).double()]).cumsum(0)[1:]
         self.prefix = torch.cat([self.prefix, prefix])
@@ -149,14 +152,19 @@ class StreamingSegmenter:
         `boundary_probs`); returns the chunks they close."""
         if upto <= self.routed:
             return []
-        w, chunker = self.window, self.model.chunker
-        t = torch.arange(self.routed, upto)
-        stop = t + w if total is None else (t + w).clamp(max=total)
-        first = (t - w + 1).clamp(min=0)
-        p = self.prefix
-        base = self.prefix_base
-        ahead = ((p[stop - base] - p[t - base]) / (stop - t)[:, None]).float()
-        behind = ((p[t + 1 - base] - p[first - base]) / (t + 1 - first)[:, None]).float()
+        w, chunker, p, base = self.window, self.model.chunker, self.prefix, self.prefix_base
+        lo = self.routed
+        if total is None and lo - w + 1 >= 0:  # inside the stream: every window whole, slices
+            ahead = ((p[lo + w - base : upto + w - base] - p[lo - base : upto - base]) / w).float()
+            behind = (
+                (p[lo + 1 - base : upto + 1 - base] - p[lo + 1 - w - base : upto + 1 - w - base]) / w
+            ).float()
+        else:  # at an end of the stream: windows cut short
+            t = torch.arange(lo, upto)
+            stop = t + w if total is None else (t + w).clamp(max=total)
+            first = (t - w + 1).clamp(min=0)
+            ahead = ((p[stop - base] - p[t - base]) / (stop - t)[:, None]).float()
+            behind = ((p[t + 1 - base] - p[first - base]) / (t + 1 - first)[:, None]).float()
         q = F.normalize(chunker.q_proj(ahead), dim=-1)
         k = chunker.k_proj(behind)
         previous = torch.cat([k[:1] if self.last_key is None else self.last_key, k[:-1]])
@@ -165,7 +173,7 @@ class StreamingSegmenter:
             probs[0] = 1.0
         self.last_key, self.routed = k[-1:], upto
         closed = []
-        for frame in (t[probs > 0.5]).tolist():
+        for frame in (torch.nonzero(probs > 0.5)[:, 0] + lo).tolist():
             if frame > self.chunk_start:
                 closed.append(self._chunk(self.chunk_start, frame))
                 self.chunk_start = frame
