@@ -54,10 +54,28 @@ def boundary_scores(
     }
 
 
+def bootstrap_interval(
+    hits: Tensor, level: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `hits [Q]` (one 0/1 per query): the queries
+    resampled with replacement `resamples` times (seeded). It measures how much the score depends
+    on which queries the split holds, not how much a retrained model would differ. NaN for Q = 0."""
+    if hits.numel() == 0:
+        return float("nan"), float("nan")
+    gen = torch.Generator().manual_seed(seed)
+    draws = torch.randint(hits.numel(), (resamples, hits.numel()), generator=gen)
+    means = hits.double()[draws].mean(dim=1)
+    tail = (1.0 - level) / 2
+    low, high = torch.quantile(means, torch.tensor([tail, 1.0 - tail], dtype=torch.float64)).tolist()
+    return low, high
+
+
 def _rank_scores(rank: Tensor, prefix: str) -> dict[str, float]:
-    """R@1/5/10 and mAP@10 of 0-based ranks `[Q]` of the true candidate, keys `{prefix}_...`."""
+    """R@1/5/10 and mAP@10 of 0-based ranks `[Q]` of the true candidate, keys `{prefix}_...`, and
+    the 95 % bootstrap interval of R@1 over the queries (`{prefix}_R@1_low`, `{prefix}_R@1_high`)."""
     scores = {f"{prefix}_R@{k}": float((rank < k).double().mean()) for k in (1, 5, 10)}
     scores[f"{prefix}_mAP@10"] = float(torch.where(rank < 10, 1.0 / (rank + 1), 0.0).mean())
+    scores[f"{prefix}_R@1_low"], scores[f"{prefix}_R@1_high"] = bootstrap_interval(rank < 1)
     return scores
 
 

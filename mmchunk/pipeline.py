@@ -170,8 +170,7 @@ def demo_targets(scores: dict) -> dict[str, tuple[str, bool]]:
     vad = max(scores.get("baseline_boundary_f1_50ms", 0.0), scores.get("silero_boundary_f1_50ms", 0.0))
     words = "word_boundary" if "word_boundary_f1_50ms" in scores else "boundary"
     checks = {
-        "a2t_R@1": ("≥ 0.85", scores["a2t_R@1"] >= 0.85),
-        "t2a_R@1": ("≥ 0.85", scores["t2a_R@1"] >= 0.85),
+        **{key: (f"≥ 0.85{_interval(scores, key)}", scores[key] >= 0.85) for key in ("a2t_R@1", "t2a_R@1")},
         f"{words}_f1_50ms": (
             f"≥ 0.6 and ≥ the better VAD + 0.1 ({vad + 0.1:.3f})",
             scores[f"{words}_f1_50ms"] >= max(0.6, vad + 0.1),
@@ -189,6 +188,13 @@ def demo_targets(scores: dict) -> dict[str, tuple[str, bool]]:
                 scores[f"{name}_boundary_fraction"] <= half,
             )
     return checks
+
+
+def _interval(scores: dict, key: str) -> str:
+    """`key`'s 95 % bootstrap interval over the val queries, in words ("" where not scored)."""
+    if f"{key}_low" not in scores:
+        return ""
+    return f" (95 % interval over the queries {scores[f'{key}_low']:.3f}–{scores[f'{key}_high']:.3f})"
 
 
 def format_summary(scores: dict) -> str:

@@ -93,6 +93,9 @@ def test_report_runs_and_formats(trained):
     assert [line.split()[0] for line in lines[1:4]] == ["clean", "gain-20dB", "pink-10dB"]
     assert lines[5].split()[:2] == ["video", "condition"] and lines[6].split()[0] == "video-noise"
     assert len(lines[1].split()) == 11  # the name, nine numbers and "—" (no CTC head: no word onsets)
+    interval = f"a2t {clean['a2t_R@1_low']:.3f}–{clean['a2t_R@1_high']:.3f}"
+    assert clean["a2t_R@1_low"] <= clean["a2t_R@1"] <= clean["a2t_R@1_high"]
+    assert any(line.startswith("R@1 clean, 95 % bootstrap") and interval in line for line in lines)
 
 
 def test_report_on_data_without_annotations(trained, tmp_path):

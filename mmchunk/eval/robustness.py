@@ -182,6 +182,12 @@ def format_report(report: dict) -> str:
             ]
             lines.append(f"{name:<14}" + "".join(cells))
         lines.append("")
+    clean = report["conditions"].get("clean", {})
+    if "a2t_R@1_low" in clean:
+        spans = ", ".join(
+            f"{d} {clean[f'{d}_R@1_low']:.3f}–{clean[f'{d}_R@1_high']:.3f}" for d in ("a2t", "t2a")
+        )
+        lines.append(f"R@1 clean, 95 % bootstrap interval over the val queries: {spans}")
     per_clip = max((s.get("captions_per_clip", 1.0) for s in report["conditions"].values()), default=1.0)
     if per_clip > 1:
         protocol = "t2a: every caption; a2t: the best one"
