@@ -129,6 +129,21 @@ def test_augmentation_is_seeded_by_seed_epoch_and_key():
     assert float(one.abs().max()) <= 1.0  # gain clips at full scale
 
 
+def test_telephone_augmentation_is_the_channel():
+    """p_telephone 1 with every other part off: the output is `telephone` of the waveform; with the
+    other parts on it comes after the noise (the params say so) and stays seeded."""
+    sample = _sample("k1")
+    only = AugmentConfig(p_gain=0.0, p_noise=0.0, p_reverb=0.0, p_speed=0.0, p_telephone=1.0)
+    out, params = augment_waveform(sample.audio, only, sample_rng(0, 0, "k1"), RATE)
+    assert params == {"telephone": True} and torch.equal(out, telephone(sample.audio.float(), RATE))
+    full = AugmentConfig(p_noise=1.0, p_reverb=1.0, p_speed=1.0, p_telephone=1.0)
+    one, params = augment_waveform(sample.audio, full, sample_rng(0, 0, "k1"), RATE)
+    assert list(params)[-2:] == ["telephone", "gain_db"]
+    assert torch.equal(one, augment_waveform(sample.audio, full, sample_rng(0, 0, "k1"), RATE)[0])
+    with pytest.raises(ValueError, match="p_telephone"):
+        AugmentConfig(p_telephone=1.5)
+
+
 def test_augment_stage_scales_times_passes_skips_and_keeps_the_cache():
     config = AugmentConfig(p_speed=1.0, speed=(0.8, 0.8), p_noise=1.0, noises=("other",), p_reverb=0.0)
     first, second = _sample("a", seed=1), _sample("b", seed=2)

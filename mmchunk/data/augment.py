@@ -1,4 +1,5 @@
-"""Training-time audio augmentation: random gain, additive noise, reverberation and speed perturbation.
+"""Training-time audio augmentation: random gain, additive noise, reverberation, speed perturbation
+and a telephone channel.
 
 A loader stage (`augment_samples`) between the shuffle buffer and the batcher. Each sample's draws
 come from `numpy.random.default_rng([seed, epoch, crc32(key)])`, so a replayed epoch (a resumed run)
@@ -25,6 +26,7 @@ from mmchunk.data.acoustics import (
     make_noise,
     reverberate,
     room_impulse_response,
+    telephone,
 )
 from mmchunk.data.epochs import EpochSeed
 
@@ -41,7 +43,9 @@ class AugmentConfig:
     before it in the stream) at an SNR drawn from `snr_db`. reverb: a simulated room (pyroomacoustics)
     with RT60 drawn from `rt60` in steps of 0.1 s. speed: resample to a speed factor drawn from
     `speed` in steps of 0.05 (0.9 = 10 % slower; 1.0 is a no-op); the sample's word, silence, static
-    and frame times scale with it.
+    and frame times scale with it. telephone: the narrow-band channel of `acoustics.telephone`
+    (300–3400 Hz, 8 kHz μ-law), after the noise as on a real line; 0 draws nothing, so the other
+    parts' draws stay those of a configuration without it.
     """
 
     p_gain: float = 1.0
@@ -53,12 +57,13 @@ class AugmentConfig:
     rt60: tuple[float, float] = (0.2, 0.8)
     p_speed: float = 0.3
     speed: tuple[float, float] = (0.9, 1.1)
+    p_telephone: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.noises) - set(AUGMENT_NOISES))
         if unknown:
             raise ValueError(f"augment.noises: unknown {unknown} (known: {', '.join(AUGMENT_NOISES)})")
-        for name in ("p_gain", "p_noise", "p_reverb", "p_speed"):
+        for name in ("p_gain", "p_noise", "p_reverb", "p_speed", "p_telephone"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"augment.{name} must lie in [0, 1], got {getattr(self, name)}")
         if not 0.5 <= self.speed[0] <= self.speed[1] <= 2.0:
@@ -95,7 +100,8 @@ def augment_waveform(
     sample_rate: int,
     other: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
-    """Augment one waveform `[N]` → (`[N']`, the parameters drawn). Order: speed, room, noise, gain.
+    """Augment one waveform `[N]` → (`[N']`, the parameters drawn). Order: speed, room, noise,
+    telephone, gain.
 
     `other`: a waveform `[M]` to use as "other" noise (looped or cut to length); without it "other"
     becomes white noise.
@@ -123,6 +129,9 @@ def augment_waveform(
             noise = make_noise(kind, out.numel(), sample_rate, rng)
         out = add_noise(out, noise, snr)
         params.update(noise=kind, snr_db=snr)
+    if config.p_telephone > 0 and rng.random() < config.p_telephone:
+        out = telephone(out, sample_rate)
+        params["telephone"] = True
     if rng.random() < config.p_gain:
         gain = round(float(rng.uniform(*config.gain_db)), 2)
         out = (out * 10 ** (gain / 20)).clamp(-1.0, 1.0)
