@@ -22,12 +22,12 @@ AUDIO = {"depth": 2, "stem": "logmel", "band_mean": True, "frame_ms": 40.0, "win
          "context": 1, "level": "causal"}  # fmt: skip
 
 
-def causal_model(**audio) -> ChunkFusionModel:
+def causal_model(window: int = 2, **audio) -> ChunkFusionModel:
     """A causal audio path whose routing cuts often: a random (tied) routing projection."""
     torch.manual_seed(0)
     model = ChunkFusionModel(dim=64, embed_dim=32, heads=2, main_depth=1,
                              encoders={"audio": {**AUDIO, **audio}, "text": {"depth": 1}},
-                             routing_windows={"audio": 2}).eval()  # fmt: skip
+                             routing_windows={"audio": window}).eval()  # fmt: skip
     with torch.no_grad():
         model.chunker.q_proj.weight.copy_(torch.randn(64, 64))
     return model
@@ -85,6 +85,17 @@ def test_blocks_of_one_sample_and_of_random_sizes(tmp_path, monkeypatch):
     gen = torch.Generator().manual_seed(0)
     sizes = torch.randint(0, 3000, (wave.numel() // 1000 + 10,), generator=gen).tolist()
     assert streamed(model, wave, [*sizes, wave.numel()]) == want
+
+
+@pytest.mark.parametrize(("context", "window"), [(0, 1), (2, 3)])
+def test_other_context_and_routing_windows(context, window, tmp_path, monkeypatch):
+    """The stream's inner frames read slices and its ends gather: both agree with one pass for
+    other context and routing-window widths."""
+    model, wave = causal_model(window, context=context), patchy_audio(2.0, seed=5)
+    want = offline(model, wave, tmp_path, monkeypatch)
+    assert len(want) > 5
+    assert streamed(model, wave, [320] * (wave.numel() // 320 + 1)) == want
+    assert streamed(model, wave, [7_777] * (wave.numel() // 7_777 + 1)) == want
 
 
 def test_chunks_come_out_while_the_stream_goes_on(tmp_path, monkeypatch):
