@@ -54,20 +54,21 @@ def boundary_scores(
     }
 
 
-def bootstrap_interval(
-    hits: Tensor, level: float = 0.95, resamples: int = 2000, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of `hits [Q]` (one 0/1 per query): the queries
-    resampled with replacement `resamples` times (seeded). It measures how much the score depends
-    on which queries the split holds, not how much a retrained model would differ. NaN for Q = 0."""
+def bootstrap_interval(hits: Tensor, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `hits [Q]` (one 0/1 per query), resampling the
+    queries with replacement. A resample's mean of 0/1 values is Binomial(Q, mean)/Q, so the interval
+    is that distribution's quantiles, exactly (the limit of infinitely many resamples; no seed, no
+    [resamples, Q] draws). It measures how much the score depends on which queries the split holds,
+    not how much a retrained model would differ. NaN for Q = 0."""
+    from scipy.stats import binom
+
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"bootstrap_interval: level must lie in (0, 1), got {level}")
     if hits.numel() == 0:
         return float("nan"), float("nan")
-    gen = torch.Generator().manual_seed(seed)
-    draws = torch.randint(hits.numel(), (resamples, hits.numel()), generator=gen)
-    means = hits.double()[draws].mean(dim=1)
-    tail = (1.0 - level) / 2
-    low, high = torch.quantile(means, torch.tensor([tail, 1.0 - tail], dtype=torch.float64)).tolist()
-    return low, high
+    queries, tail = hits.numel(), (1.0 - level) / 2
+    low, high = binom.ppf([tail, 1.0 - tail], queries, float(hits.double().mean())) / queries
+    return float(low), float(high)
 
 
 def _rank_scores(rank: Tensor, prefix: str) -> dict[str, float]:

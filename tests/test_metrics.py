@@ -47,15 +47,21 @@ def test_bootstrap_interval_matches_the_binomial_width(queries):
     assert (low + high) / 2 == pytest.approx(0.5, abs=half / 5)
 
 
-def test_bootstrap_interval_edge_cases_and_seed():
+def test_bootstrap_interval_equals_resampling_and_edge_cases():
+    """The closed form against resampling the queries by hand (20 000 resamples), and the edges."""
+    hits = torch.tensor([1, 0, 1, 1, 0, 1, 1, 1, 0, 1] * 4, dtype=torch.bool)
+    gen = torch.Generator().manual_seed(0)
+    means = hits.double()[torch.randint(hits.numel(), (20_000, hits.numel()), generator=gen)].mean(1)
+    drawn = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    assert bootstrap_interval(hits) == pytest.approx(tuple(drawn), abs=1 / hits.numel() + 1e-9)
     assert bootstrap_interval(torch.ones(7, dtype=torch.bool)) == (1.0, 1.0)
     assert bootstrap_interval(torch.zeros(1, dtype=torch.bool)) == (0.0, 0.0)
     assert all(math.isnan(v) for v in bootstrap_interval(torch.zeros(0, dtype=torch.bool)))
-    hits = torch.tensor([1, 0, 1, 1, 0, 1, 1, 1, 0, 1], dtype=torch.bool)
-    assert bootstrap_interval(hits) == bootstrap_interval(hits)
     low, high = bootstrap_interval(hits, level=0.5)
     wide = bootstrap_interval(hits, level=0.99)
-    assert wide[0] <= low <= 0.7 <= high <= wide[1]
+    assert wide[0] <= low <= 0.7 <= high <= wide[1] and wide[0] < low
+    with pytest.raises(ValueError, match="level"):
+        bootstrap_interval(hits, level=1.0)
 
 
 def test_retrieval_scores_carry_the_interval_of_their_r_at_1():
