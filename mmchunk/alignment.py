@@ -161,6 +161,19 @@ def batch_byte_frames(log_probs: Tensor, cu_seqlens: Tensor, text: Ragged) -> li
     ]
 
 
+def word_onset_tokens(frames: list[Tensor | None], cu_seqlens: Tensor, text: Ragged) -> list[Tensor | None]:
+    """Per sample, the tokens `[W]` (indices into the batch's `[T]` tokens in sequences `cu_seqlens
+    [B+1]`) at which the CTC alignment `frames` (`batch_byte_frames`) opens each word of the sample's
+    transcript in `text` (`word_open_bytes`); None where the transcript did not fit."""
+    cu, text_cu = cu_seqlens.tolist(), text.cu_seqlens.tolist()
+    values = text.values.long().cpu()
+    onsets: list[Tensor | None] = []
+    for b, placed in enumerate(frames):
+        data = bytes(values[text_cu[b] : text_cu[b + 1]].tolist())
+        onsets.append(None if placed is None else placed[word_open_bytes(word_byte_spans(data))] + cu[b])
+    return onsets
+
+
 def onset_chunk_targets(
     frames: list[Tensor | None], cu_seqlens: Tensor, text: Ragged, routed: ChunkerOutput
 ) -> tuple[Tensor, Tensor]:
@@ -175,15 +188,13 @@ def onset_chunk_targets(
     target = torch.zeros(count, device=device)
     scored = torch.zeros(count, dtype=torch.bool, device=device)
     starts = routed.boundary_mask.nonzero().squeeze(1)
-    cu, chunk_cu, text_cu = cu_seqlens.tolist(), routed.chunks.cu_seqlens.tolist(), text.cu_seqlens.tolist()
-    values = text.values.long().cpu()
-    for b, placed in enumerate(frames):
+    chunk_cu = routed.chunks.cu_seqlens.tolist()
+    for b, onsets in enumerate(word_onset_tokens(frames, cu_seqlens, text)):
         lo, hi = chunk_cu[b], chunk_cu[b + 1]
-        if placed is None or hi == lo:
+        if onsets is None or hi == lo:
             continue
         scored[lo + 1 : hi] = True
-        data = bytes(values[text_cu[b] : text_cu[b + 1]].tolist())
-        onsets = placed[word_open_bytes(word_byte_spans(data))].to(device) + cu[b]
+        onsets = onsets.to(device)
         if onsets.numel():
             nearest = (starts[lo:hi][None, :] - onsets[:, None]).abs().argmin(1)
             target[lo + nearest] = 1.0
@@ -251,6 +262,22 @@ def onset_loss(
         return inner.probs.sum() * 0.0
     probs = inner.probs[scored].float().clamp(1e-6, 1.0 - 1e-6)
     return F.binary_cross_entropy(probs, target[scored])
+
+
+def anchor_loss(
+    frames: list[Tensor | None], cu_seqlens: Tensor, text: Ragged, routed: ChunkerOutput
+) -> Tensor:
+    """Word anchors for the fine chunks: the mean negative log boundary probability `routed.probs
+    [T]` at the tokens where the CTC alignment `frames` opens a word (`word_onset_tokens`; sequence
+    starts, always boundaries, left out), so every word onset of the model's own alignment opens a
+    fine chunk (self-distilled, no timings) and a second stage can pick it; 0 without any. Only
+    positives: the ratio loss keeps the chunk rate."""
+    placed = [o for o in word_onset_tokens(frames, cu_seqlens, text) if o is not None]
+    onsets = torch.cat([torch.zeros(0, dtype=torch.long), *placed]).to(routed.probs.device)
+    onsets = onsets[~sequence_starts(cu_seqlens, routed.probs.shape[0])[onsets]]
+    if not onsets.numel():
+        return routed.probs.sum() * 0.0
+    return -routed.probs[onsets].float().clamp(min=1e-6).log().mean()
 
 
 def pause_loss(

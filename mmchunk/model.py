@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from mmchunk.alignment import (
     aligned_byte_times,
+    anchor_loss,
     ascii_lower,
     batch_byte_frames,
     onset_loss,
@@ -93,6 +94,8 @@ class ChunkFusionModel(nn.Module):
     (`onset_chunk_targets`: self-distilled, no timings), so at inference, audio alone, the coarse
     chunks are words; that stage routes with untied projections (H-Net's own rule: tied ones only
     measure change between neighbours, which marks the chunk after an onset as much as the onset);
+    anchor_weight > 0 (with the CTC head) pulls the fine audio routing up at the tokens where that
+    alignment opens a word (`anchor_loss`), so a second stage finds a fine chunk at every onset;
     pause_weight > 0 (with the CTC head) trains the audio routing away from boundaries in the pauses
     of that same alignment (`pause_token_mask`: the share of the boundary probability that falls
     there), so other talkers or a noise floor between the words open no chunks;
@@ -130,6 +133,7 @@ class ChunkFusionModel(nn.Module):
         routing_gain: Sequence[str] = (),
         ctc_weight: float = 0.0,
         onset_weight: float = 0.0,
+        anchor_weight: float = 0.0,
         pause_weight: float = 0.0,
         ctc_probe: bool = False,
         ctc_clips: int | None = None,
@@ -160,6 +164,12 @@ class ChunkFusionModel(nn.Module):
                 "onset_weight: word-onset routing trains a second chunking stage from the CTC head's "
                 f"alignment: it needs stages: 2 and ctc_weight > 0 (got stages {stages}, ctc_weight "
                 f"{ctc_weight}, backbone {backbone!r})"
+            )
+        if anchor_weight > 0 and (ctc_weight <= 0 or "audio" in (segmentation or {}) or not chunking):
+            raise ValueError(
+                "anchor_weight: word anchors train the learned audio chunker from the CTC head's alignment: "
+                f"it needs ctc_weight > 0 and learned audio chunks (got ctc_weight {ctc_weight}, "
+                f"chunking {chunking}, segmentation {dict(segmentation or {})})"
             )
         encoders = dict(encoders) if encoders is not None else {"audio": {}, "text": {}, "video": {}}
         if "audio" not in encoders or "text" not in encoders:
@@ -227,6 +237,7 @@ class ChunkFusionModel(nn.Module):
             "moe": moe_weight,
             "ctc": ctc_weight,
             "onset": onset_weight,
+            "anchor": anchor_weight,
             "pause": pause_weight,
             "words": word_weight,
         }
@@ -292,8 +303,10 @@ class ChunkFusionModel(nn.Module):
             losses["ctc"] = byte_ctc_loss(
                 log_probs, audio.cu_seqlens, ascii_lower(spoken.values), spoken.cu_seqlens
             )
-            if not self.training or any(self.weights[k] > 0 for k in ("match", "onset", "pause")):
+            if not self.training or any(self.weights[k] > 0 for k in ("match", "onset", "anchor", "pause")):
                 frames = batch_byte_frames(log_probs, audio.cu_seqlens, spoken)  # the first clips
+            if self.weights["anchor"] > 0:
+                losses["anchor"] = anchor_loss(frames, feats.cu_seqlens, text, routed)
             if self.weights["pause"] > 0:
                 losses["pause"] = pause_loss(frames, feats.cu_seqlens, text, routed)
             if inner is not None and self.weights["onset"] > 0:
@@ -395,7 +408,7 @@ class ChunkFusionModel(nn.Module):
             total = total + self.weights["match"] * losses["match"]
         for name, value in list(losses.items()):
             kind = name.split("_")[0]
-            if kind in ("ratio", "predict", "moe", "ctc", "onset", "pause", "words"):
+            if kind in ("ratio", "predict", "moe", "ctc", "onset", "anchor", "pause", "words"):
                 total = total + self.weights[kind] * value
         losses["total"] = total
         return FusionOutput(emb["audio"], emb["text"], routing, losses, ctc)

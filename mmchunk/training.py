@@ -88,6 +88,8 @@ class AudioTextModule(L.LightningModule):
         ctc_clips: with ctc_probe, the probe trains on this many clips of each batch (null: all).
         onset_weight: weight of the second stage's word-onset routing loss, self-distilled from the
             CTC head's alignment (needs stages: 2 and ctc_weight > 0; 0: off).
+        anchor_weight: weight of the fine audio routing's word anchors: a chunk opens at each word
+            onset of the CTC head's alignment (needs ctc_weight > 0; 0: off).
         pause_weight: weight of the audio routing's pause loss: no boundaries in the pauses of the
             CTC head's own alignment of the transcript (needs ctc_weight > 0; 0: off).
         word_weight: weight of the bag-of-words loss of the pooled audio (0: off).
@@ -126,6 +128,7 @@ class AudioTextModule(L.LightningModule):
         routing_gain: list[str] | None = None,
         ctc_weight: float = 0.0,
         onset_weight: float = 0.0,
+        anchor_weight: float = 0.0,
         pause_weight: float = 0.0,
         ctc_probe: bool = False,
         ctc_probe_mixer: str = "window",
@@ -149,7 +152,7 @@ class AudioTextModule(L.LightningModule):
             backbone=backbone, hrm=hrm, ratio_per_sequence=ratio_per_sequence,
             routing_windows=routing_windows, routing_center=routing_center or (),
             routing_gain=routing_gain or (), ctc_weight=ctc_weight, onset_weight=onset_weight,
-            pause_weight=pause_weight, ctc_probe=ctc_probe, ctc_clips=ctc_clips,
+            anchor_weight=anchor_weight, pause_weight=pause_weight, ctc_probe=ctc_probe, ctc_clips=ctc_clips,
             ctc_probe_mixer=ctc_probe_mixer, word_weight=word_weight, word_buckets=word_buckets,
             segmentation=segmentation,
         )  # fmt: skip

@@ -6,6 +6,7 @@ import torch
 from mmchunk.alignment import (
     aligned_byte_times,
     alignment_scores,
+    anchor_loss,
     ascii_lower,
     batch_byte_frames,
     ctc_byte_frames,
@@ -16,6 +17,7 @@ from mmchunk.alignment import (
     pause_loss,
     pause_token_mask,
     word_byte_spans,
+    word_onset_tokens,
 )
 from mmchunk.chunker import DynamicChunker
 from mmchunk.ragged import Ragged
@@ -207,6 +209,49 @@ def test_pause_loss_trains_the_audio_routing_from_the_ctc_head_alone():
     without = small_model(ctc_weight=0.1, match_weight=0.0)({"audio": audio, "text": text})
     assert "pause" not in without.losses
     weighted = out.losses["total"] - 0.5 * out.losses["pause"]
+    assert torch.allclose(weighted, without.losses["total"], atol=1e-5)  # the same network otherwise
+
+
+def test_anchor_loss_is_the_log_boundary_probability_at_the_aligned_word_openings_by_hand():
+    words = peaked(12, {1: ord("a"), 3: ord("b"), 5: ord(" "), 8: ord("c"), 10: ord("d")})
+    log_probs = torch.cat(
+        [words, peaked(2, {0: ord("z")}), peaked(4, {0: ord("q"), 2: ord(" "), 3: ord("r")})]
+    )
+    cu = torch.tensor([0, 12, 14, 18], dtype=torch.int32)
+    text = Ragged.from_list([torch.tensor(list(b), dtype=torch.long) for b in (b"ab cd", b"zz", b"q r")])
+    frames = batch_byte_frames(log_probs, cu, text)
+    onsets = word_onset_tokens(frames, cu, text)
+    # "ab" opens at frame 1 and "cd" with its space at 5; "zz" does not fit; "q" at frame 0 of the
+    # third sample (token 14, its sequence start) and "r" with its space at 2 (token 16)
+    assert [None if o is None else o.tolist() for o in onsets] == [[1, 5], None, [14, 16]]
+    routed = DynamicChunker(4)(Ragged(torch.randn(18, 4), cu))
+    probs = routed.probs
+    expected = -(probs[[1, 5, 16]].log()).mean()  # the sequence start (14) is always a boundary
+    assert anchor_loss(frames, cu, text, routed).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert anchor_loss([None, None, None], cu, text, routed).item() == 0.0  # nothing placed
+    assert anchor_loss(frames[:1], cu, text, routed).item() == pytest.approx(
+        -(probs[[1, 5]].log()).mean().item()
+    )
+
+
+def test_anchor_loss_trains_the_fine_audio_routing_from_the_ctc_head_alone():
+    from tests.test_model import small_model
+
+    with pytest.raises(ValueError, match=r"anchor_weight.*ctc_weight > 0"):
+        small_model(anchor_weight=0.5)
+    with pytest.raises(ValueError, match="learned audio chunks"):
+        small_model(ctc_weight=0.1, anchor_weight=0.5, chunking=False)
+    model = small_model(ctc_weight=0.1, anchor_weight=0.5, match_weight=0.0)
+    torch.manual_seed(1)
+    audio = Ragged.from_list([0.1 * torch.randn(n) for n in (32000, 24000)])
+    text = Ragged.from_list([torch.tensor(list(t)) for t in (b"a b", b"t")])
+    out = model({"audio": audio, "text": text})
+    assert torch.isfinite(out.losses["anchor"]) and out.losses["anchor"] > 0
+    (grad,) = torch.autograd.grad(out.losses["anchor"], model.chunker.q_proj.weight)
+    assert grad.abs().sum() > 0
+    without = small_model(ctc_weight=0.1, match_weight=0.0)({"audio": audio, "text": text})
+    assert "anchor" not in without.losses
+    weighted = out.losses["total"] - 0.5 * out.losses["anchor"]
     assert torch.allclose(weighted, without.losses["total"], atol=1e-5)  # the same network otherwise
 
 
