@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ckpt", type=Path, required=True, help="a checkpoint with a CTC head (align_cpu)")
     args = parser.parse_args(argv)
     rows, predicted, even, reference, skipped = [], [], [], [], 0
-    onsets, offset = ([], []), 0.0  # transcript-free word onsets and the reference, clips 10 s apart
+    # transcript-free word onsets, a second stage's chunk starts and the reference, clips 10 s apart
+    onsets, coarse, offset = ([], []), [], 0.0
     for wav in sorted(p for folder in args.folders for p in folder.glob("*.wav")):
         if not wav.with_suffix(".txt").is_file() or not wav.with_suffix(".json").is_file():
             print(f"skipped {wav}: no .txt transcript or .json alignment beside it")
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         reference.append([w["start"] for w in ref])
         onsets[0].extend(t + offset for t in report.get("word_onsets", []))
         onsets[1].extend(t + offset for t in reference[-1])
+        coarse.extend(c["t0"] + offset for c in report.get("stage2_chunks", [])[1:])  # the first is forced
         offset += report["duration"] + 10.0
         one = alignment_scores(predicted[-1:], reference[-1:])
         rows.append((wav.name, report["duration"], len(ref), report["alignment"], one))
@@ -81,6 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     if onsets[0]:
         found = boundary_scores(*onsets, 0.05)
         print(f"word onsets without the transcript: F1@50 {found['f1']:.3f}, R-value {found['r_value']:.3f}")
+    if coarse:
+        found = boundary_scores(coarse, onsets[1], 0.05)
+        print(f"stage-2 chunk starts (audio alone): F1@50 {found['f1']:.3f}, R-value {found['r_value']:.3f}")
     print(f"{len(rows)} recordings scored, {skipped} skipped")
 
 

@@ -168,6 +168,7 @@ def test_real_alignment_benchmark(trained, tmp_path):
     assert "skipped" in out and "b.wav" in out and "1 recordings scored, 2 skipped" in out
     assert "c.json is not a pocketsphinx word alignment" in out
     assert "word onsets without the transcript: F1@50" in out
+    assert "stage-2 chunk starts" not in out  # one chunking stage
     row = next(line for line in out.splitlines() if line.startswith("a.wav")).split()
     assert row[2] == str(len(meta["words"])) and row[3] == "ctc"
     aligned, spread = (line.split() for line in out.splitlines() if line.startswith("all,"))
@@ -177,6 +178,20 @@ def test_real_alignment_benchmark(trained, tmp_path):
     command = [sys.executable, str(BENCH / "real_alignment.py"), "--ckpt", str(ckpt), str(empty)]
     bad = subprocess.run(command, capture_output=True, text=True)
     assert bad.returncode == 2 and "no recording with a transcript" in bad.stderr
+    import torch
+
+    from mmchunk.training import AudioTextModule
+
+    torch.manual_seed(0)
+    small = {m: {"depth": 1} for m in ("audio", "text")}
+    words = AudioTextModule(dim=32, embed_dim=16, heads=2, main_depth=1, ctc_weight=0.1, stages=2,
+                            onset_weight=1.0, encoders=small)  # fmt: skip
+    two = tmp_path / "words.ckpt"
+    torch.save({"state_dict": words.state_dict(), "hyper_parameters": dict(words.hparams)}, two)
+    out = run("real_alignment.py", "--ckpt", str(two), str(tmp_path))
+    line = next(x for x in out.splitlines() if x.startswith("stage-2 chunk starts (audio alone): F1@50"))
+    f1, r_value = (float(x.rstrip(",")) for x in line.split()[-3::2])
+    assert 0.0 <= f1 <= 1.0 and r_value <= 1.0
 
 
 def test_generation_benchmark():
