@@ -384,8 +384,11 @@ class ChunkFusionModel(nn.Module):
         other = mean_pool(select_rows(fused, ~is_text))
         return self.match_head(text * other).squeeze(-1)
 
-    def forward(self, inputs: Mapping[str, Ragged]) -> FusionOutput:
-        """`inputs` maps "audio", "text" (and optionally "video") to the loader's Ragged batches."""
+    def forward(
+        self, inputs: Mapping[str, Ragged], scales: Mapping[str, float] | None = None
+    ) -> FusionOutput:
+        """`inputs` maps "audio", "text" (and optionally "video") to the loader's Ragged batches;
+        `scales` multiplies the weights of the named loss kinds in the total (a schedule's factor)."""
         chunks, routing, losses, ctc = self.encode(inputs)
         emb = self.embed(chunks)
         batch = emb["audio"].shape[0]
@@ -396,6 +399,7 @@ class ChunkFusionModel(nn.Module):
             bucket, sequence = word_buckets(text.values, text.cu_seqlens, self.word_table, logits.shape[1])
             losses["words"] = bag_of_words_loss(logits, bucket, sequence)
         total = losses["contrastive"]
+        weights = {k: w * (scales or {}).get(k, 1.0) for k, w in self.weights.items()}
         if batch >= 2 and self.weights["match"] > 0:  # weight 0: no fusion pass in training
             negatives = hardest_negatives(emb["audio"] @ emb["text"].T)
             own = torch.arange(batch, device=negatives.device)
@@ -405,10 +409,10 @@ class ChunkFusionModel(nn.Module):
             logits = self.match_logits(pairs, torch.cat([own, negatives]))
             labels = torch.cat([torch.ones(batch), torch.zeros(batch)]).to(logits.device)
             losses["match"] = matching_loss(logits, labels)
-            total = total + self.weights["match"] * losses["match"]
+            total = total + weights["match"] * losses["match"]
         for name, value in list(losses.items()):
             kind = name.split("_")[0]
             if kind in ("ratio", "predict", "moe", "ctc", "onset", "anchor", "pause", "words"):
-                total = total + self.weights[kind] * value
+                total = total + weights[kind] * value
         losses["total"] = total
         return FusionOutput(emb["audio"], emb["text"], routing, losses, ctc)

@@ -90,6 +90,9 @@ class AudioTextModule(L.LightningModule):
             CTC head's alignment (needs stages: 2 and ctc_weight > 0; 0: off).
         anchor_weight: weight of the fine audio routing's word anchors: a chunk opens at each word
             onset of the CTC head's alignment (needs ctc_weight > 0; 0: off).
+        anchor_ramp: [start, full] steps: the anchors are off before `start` and reach
+            `anchor_weight` at `full`, linearly (they follow an alignment the probe has learned);
+            null: on from the first step.
         pause_weight: weight of the audio routing's pause loss: no boundaries in the pauses of the
             CTC head's own alignment of the transcript (needs ctc_weight > 0; 0: off).
         word_weight: weight of the bag-of-words loss of the pooled audio (0: off).
@@ -129,6 +132,7 @@ class AudioTextModule(L.LightningModule):
         ctc_weight: float = 0.0,
         onset_weight: float = 0.0,
         anchor_weight: float = 0.0,
+        anchor_ramp: list[int] | None = None,
         pause_weight: float = 0.0,
         ctc_probe: bool = False,
         ctc_probe_mixer: str = "window",
@@ -143,6 +147,10 @@ class AudioTextModule(L.LightningModule):
         max_steps: int | None = None,
     ) -> None:
         super().__init__()
+        if anchor_ramp is not None and not (len(anchor_ramp) == 2 and 0 <= anchor_ramp[0] <= anchor_ramp[1]):
+            raise ValueError(
+                f"anchor_ramp: expected [start, full] steps with 0 <= start <= full, got {anchor_ramp}"
+            )
         self.save_hyperparameters()
         self.model = ChunkFusionModel(
             dim=dim, embed_dim=embed_dim, chunk_rate_hz=chunk_rate_hz, encoders=encoders,
@@ -180,12 +188,22 @@ class AudioTextModule(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
         if len(batch) < 2:
             return None  # a batch that only carries skip records, or a single sample: nothing to contrast
-        out = self.model(batch_inputs(batch))
+        scales = {"anchor": self.anchor_scale(self.global_step)}
+        out = self.model(batch_inputs(batch), scales)
         logged = {f"train/{k}": v for k, v in out.losses.items()}
         logged.update({f"train/compression_{m}": r.compression for m, r in out.routing.items()})
         self.log_dict(logged, batch_size=len(batch))
         self.log("train/skipped", float(len(batch.skipped)), reduce_fx="sum", batch_size=len(batch))
         return out.loss
+
+    def anchor_scale(self, step: int) -> float:
+        """The factor on `anchor_weight` at optimizer step `step` (`anchor_ramp`)."""
+        if self.hparams.anchor_ramp is None:
+            return 1.0
+        start, full = self.hparams.anchor_ramp
+        if step < start:
+            return 0.0
+        return 1.0 if step >= full else (step - start) / (full - start)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         if len(batch) == 0:

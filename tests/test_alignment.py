@@ -253,6 +253,22 @@ def test_anchor_loss_trains_the_fine_audio_routing_from_the_ctc_head_alone():
     assert "anchor" not in without.losses
     weighted = out.losses["total"] - 0.5 * out.losses["anchor"]
     assert torch.allclose(weighted, without.losses["total"], atol=1e-5)  # the same network otherwise
+    ramped = model({"audio": audio, "text": text}, scales={"anchor": 0.25})
+    assert torch.allclose(ramped.losses["total"] - 0.125 * ramped.losses["anchor"], weighted, atol=1e-5)
+
+
+def test_anchor_ramp_switches_the_anchors_on_linearly():
+    from mmchunk.training import AudioTextModule
+
+    small = dict(dim=32, embed_dim=16, heads=2, main_depth=1, ctc_weight=0.1, anchor_weight=0.5)
+    scale = AudioTextModule(**small, anchor_ramp=[10, 30]).anchor_scale
+    assert [scale(s) for s in (0, 9, 10, 15, 20, 29, 30, 400)] == [0.0, 0.0, 0.0, 0.25, 0.5, 0.95, 1.0, 1.0]
+    step = AudioTextModule(**small, anchor_ramp=[5, 5]).anchor_scale
+    assert [step(s) for s in (0, 4, 5, 6)] == [0.0, 0.0, 1.0, 1.0]  # a switch, no division by zero
+    assert AudioTextModule(**small).anchor_scale(0) == 1.0  # no ramp: on from the first step
+    for bad in ([30, 10], [-1, 5], [5]):
+        with pytest.raises(ValueError, match=r"anchor_ramp: expected \[start, full\]"):
+            AudioTextModule(**small, anchor_ramp=bad)
 
 
 def test_aligned_byte_times_by_hand():
