@@ -146,12 +146,13 @@ class ChunkFusionModel(nn.Module):
         self.ratio_per_sequence = ratio_per_sequence
         if (ctc_probe or ctc_clips is not None) and ctc_weight <= 0:
             raise ValueError("ctc_probe and ctc_clips shape the CTC head: they need ctc_weight > 0")
-        if pause_weight > 0 and (ctc_weight <= 0 or "audio" in (segmentation or {}) or not chunking):
-            raise ValueError(
-                "pause_weight: pause routing trains the learned audio chunker from the CTC head's alignment: "
-                f"it needs ctc_weight > 0 and learned audio chunks (got ctc_weight {ctc_weight}, "
-                f"chunking {chunking}, segmentation {dict(segmentation or {})})"
-            )
+        for name, weight in (("pause_weight", pause_weight), ("anchor_weight", anchor_weight)):
+            if weight > 0 and (ctc_weight <= 0 or "audio" in (segmentation or {}) or not chunking):
+                raise ValueError(
+                    f"{name}: trains the learned audio chunker from the CTC head's alignment: it needs "
+                    f"ctc_weight > 0 and learned audio chunks (got ctc_weight {ctc_weight}, "
+                    f"chunking {chunking}, segmentation {dict(segmentation or {})})"
+                )
         if ctc_probe_mixer not in ("window", "recurrent"):
             raise ValueError(f"ctc_probe_mixer: window or recurrent, got {ctc_probe_mixer!r}")
         if ctc_clips is not None and (not ctc_probe or ctc_clips < 1):
@@ -164,12 +165,6 @@ class ChunkFusionModel(nn.Module):
                 "onset_weight: word-onset routing trains a second chunking stage from the CTC head's "
                 f"alignment: it needs stages: 2 and ctc_weight > 0 (got stages {stages}, ctc_weight "
                 f"{ctc_weight}, backbone {backbone!r})"
-            )
-        if anchor_weight > 0 and (ctc_weight <= 0 or "audio" in (segmentation or {}) or not chunking):
-            raise ValueError(
-                "anchor_weight: word anchors train the learned audio chunker from the CTC head's alignment: "
-                f"it needs ctc_weight > 0 and learned audio chunks (got ctc_weight {ctc_weight}, "
-                f"chunking {chunking}, segmentation {dict(segmentation or {})})"
             )
         encoders = dict(encoders) if encoders is not None else {"audio": {}, "text": {}, "video": {}}
         if "audio" not in encoders or "text" not in encoders:

@@ -189,27 +189,31 @@ def test_pause_tokens_lie_between_the_aligned_words_by_hand():
     assert pause_loss([None, None], cu[:3], text, routed).item() == 0.0  # nothing placed
 
 
-def test_pause_loss_trains_the_audio_routing_from_the_ctc_head_alone():
+@pytest.mark.parametrize("kind", ["pause", "anchor"])
+def test_pause_and_anchor_losses_train_the_audio_routing_from_the_ctc_head_alone(kind):
     from tests.test_model import small_model
 
-    with pytest.raises(ValueError, match=r"pause_weight.*ctc_weight > 0"):
-        small_model(pause_weight=0.5)
+    weight = {f"{kind}_weight": 0.5}
+    with pytest.raises(ValueError, match=rf"{kind}_weight.*ctc_weight > 0"):
+        small_model(**weight)
     with pytest.raises(ValueError, match="learned audio chunks"):
         small_model(
-            ctc_weight=0.1, pause_weight=0.5, segmentation={"audio": {"rule": "fixed", "frames_per_chunk": 4}}
+            ctc_weight=0.1, **weight, segmentation={"audio": {"rule": "fixed", "frames_per_chunk": 4}}
         )
-    model = small_model(ctc_weight=0.1, pause_weight=0.5, match_weight=0.0)
+    model = small_model(ctc_weight=0.1, **weight, match_weight=0.0)
     torch.manual_seed(1)
     audio = Ragged.from_list([0.1 * torch.randn(n) for n in (32000, 24000)])
     text = Ragged.from_list([torch.tensor(list(t)) for t in (b"a b", b"t")])
     out = model({"audio": audio, "text": text})
-    assert torch.isfinite(out.losses["pause"]) and out.losses["pause"] > 0
-    (grad,) = torch.autograd.grad(out.losses["pause"], model.chunker.q_proj.weight)
+    assert torch.isfinite(out.losses[kind]) and out.losses[kind] > 0
+    (grad,) = torch.autograd.grad(out.losses[kind], model.chunker.q_proj.weight)
     assert grad.abs().sum() > 0
     without = small_model(ctc_weight=0.1, match_weight=0.0)({"audio": audio, "text": text})
-    assert "pause" not in without.losses
-    weighted = out.losses["total"] - 0.5 * out.losses["pause"]
+    assert kind not in without.losses
+    weighted = out.losses["total"] - 0.5 * out.losses[kind]
     assert torch.allclose(weighted, without.losses["total"], atol=1e-5)  # the same network otherwise
+    scaled = model({"audio": audio, "text": text}, scales={kind: 0.25})  # a schedule's factor
+    assert torch.allclose(scaled.losses["total"] - 0.125 * scaled.losses[kind], weighted, atol=1e-5)
 
 
 def test_anchor_loss_is_the_log_boundary_probability_at_the_aligned_word_openings_by_hand():
@@ -232,29 +236,6 @@ def test_anchor_loss_is_the_log_boundary_probability_at_the_aligned_word_opening
     assert anchor_loss(frames[:1], cu, text, routed).item() == pytest.approx(
         -(probs[[1, 5]].log()).mean().item()
     )
-
-
-def test_anchor_loss_trains_the_fine_audio_routing_from_the_ctc_head_alone():
-    from tests.test_model import small_model
-
-    with pytest.raises(ValueError, match=r"anchor_weight.*ctc_weight > 0"):
-        small_model(anchor_weight=0.5)
-    with pytest.raises(ValueError, match="learned audio chunks"):
-        small_model(ctc_weight=0.1, anchor_weight=0.5, chunking=False)
-    model = small_model(ctc_weight=0.1, anchor_weight=0.5, match_weight=0.0)
-    torch.manual_seed(1)
-    audio = Ragged.from_list([0.1 * torch.randn(n) for n in (32000, 24000)])
-    text = Ragged.from_list([torch.tensor(list(t)) for t in (b"a b", b"t")])
-    out = model({"audio": audio, "text": text})
-    assert torch.isfinite(out.losses["anchor"]) and out.losses["anchor"] > 0
-    (grad,) = torch.autograd.grad(out.losses["anchor"], model.chunker.q_proj.weight)
-    assert grad.abs().sum() > 0
-    without = small_model(ctc_weight=0.1, match_weight=0.0)({"audio": audio, "text": text})
-    assert "anchor" not in without.losses
-    weighted = out.losses["total"] - 0.5 * out.losses["anchor"]
-    assert torch.allclose(weighted, without.losses["total"], atol=1e-5)  # the same network otherwise
-    ramped = model({"audio": audio, "text": text}, scales={"anchor": 0.25})
-    assert torch.allclose(ramped.losses["total"] - 0.125 * ramped.losses["anchor"], weighted, atol=1e-5)
 
 
 def test_anchor_ramp_switches_the_anchors_on_linearly():
