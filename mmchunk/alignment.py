@@ -254,14 +254,18 @@ def onset_loss(
     text: Ragged,
     routed: ChunkerOutput,
     inner: ChunkerOutput,
+    pos_weight: float = 1.0,
 ) -> Tensor:
     """Binary cross-entropy of the second stage's boundary probabilities `inner.probs [C]` against
-    the word-onset chunks of the CTC alignment `frames` (`onset_chunk_targets` over `routed`'s chunks)."""
+    the word-onset chunks of the CTC alignment `frames` (`onset_chunk_targets` over `routed`'s chunks),
+    averaged over the scored chunks with the onset chunks' terms ×`pos_weight` (> 1 moves the 0.5
+    decision toward recall: to a target probability of 1 / (1 + pos_weight))."""
     target, scored = onset_chunk_targets(frames, cu_seqlens, text, routed)
     if not scored.any():
         return inner.probs.sum() * 0.0
     probs = inner.probs[scored].float().clamp(1e-6, 1.0 - 1e-6)
-    return F.binary_cross_entropy(probs, target[scored])
+    weight = 1.0 + (pos_weight - 1.0) * target[scored]
+    return F.binary_cross_entropy(probs, target[scored], weight=weight)
 
 
 def anchor_loss(

@@ -92,8 +92,9 @@ class ChunkFusionModel(nn.Module):
     the CTC head) trains the second stage's routing toward word onsets: binary cross-entropy against
     the fine chunks nearest the words' openings on the CTC head's own alignment of the transcript
     (`onset_chunk_targets`: self-distilled, no timings), so at inference, audio alone, the coarse
-    chunks are words; that stage routes with untied projections (H-Net's own rule: tied ones only
-    measure change between neighbours, which marks the chunk after an onset as much as the onset);
+    chunks are words (`onset_pos_weight` weights the onset chunks' terms); that stage routes with
+    untied projections (H-Net's own rule: tied ones only measure change between neighbours, which
+    marks the chunk after an onset as much as the onset);
     anchor_weight > 0 (with the CTC head) pulls the fine audio routing up at the tokens where that
     alignment opens a word (`anchor_loss`), so a second stage finds a fine chunk at every onset;
     pause_weight > 0 (with the CTC head) trains the audio routing away from boundaries in the pauses
@@ -133,6 +134,7 @@ class ChunkFusionModel(nn.Module):
         routing_gain: Sequence[str] = (),
         ctc_weight: float = 0.0,
         onset_weight: float = 0.0,
+        onset_pos_weight: float = 1.0,
         anchor_weight: float = 0.0,
         pause_weight: float = 0.0,
         ctc_probe: bool = False,
@@ -160,6 +162,8 @@ class ChunkFusionModel(nn.Module):
                 f"ctc_clips: a number of clips ≥ 1 for the detached probe (ctc_probe: true), got {ctc_clips} "
                 f"with ctc_probe {ctc_probe} (the CTC loss with its gradient trains on every clip)"
             )
+        if onset_pos_weight <= 0:
+            raise ValueError(f"onset_pos_weight: must be > 0, got {onset_pos_weight}")
         if onset_weight > 0 and (stages != 2 or ctc_weight <= 0 or backbone != "chunk"):
             raise ValueError(
                 "onset_weight: word-onset routing trains a second chunking stage from the CTC head's "
@@ -219,6 +223,7 @@ class ChunkFusionModel(nn.Module):
                 MixerStack(dim, 1, ctc_probe_mixer, heads) if ctc_weight > 0 and ctc_probe else None
             )
         self.ctc_clips = ctc_clips
+        self.onset_pos_weight = onset_pos_weight
         # hashed bag of words of the paired transcript, predicted from the pooled audio chunks
         self.word_head = None
         if word_weight > 0:
@@ -305,7 +310,9 @@ class ChunkFusionModel(nn.Module):
             if self.weights["pause"] > 0:
                 losses["pause"] = pause_loss(frames, feats.cu_seqlens, text, routed)
             if inner is not None and self.weights["onset"] > 0:
-                losses["onset"] = onset_loss(frames, feats.cu_seqlens, text, routed, inner)
+                losses["onset"] = onset_loss(
+                    frames, feats.cu_seqlens, text, routed, inner, self.onset_pos_weight
+                )
         if frames is not None and "text" in chunks and text.t_start is not None and ctc.t_start is not None:
             chunks["text"] = self.aligned_text(chunks["text"], routing["text"], frames, ctc, text)
         return chunks, routing, losses, ctc

@@ -88,6 +88,8 @@ class AudioTextModule(L.LightningModule):
         ctc_clips: with ctc_probe, the probe trains on this many clips of each batch (null: all).
         onset_weight: weight of the second stage's word-onset routing loss, self-distilled from the
             CTC head's alignment (needs stages: 2 and ctc_weight > 0; 0: off).
+        onset_pos_weight: the onset loss's weight on the word-onset chunks (> 1: more stage-2
+            boundaries, toward recall).
         anchor_weight: weight of the fine audio routing's word anchors: a chunk opens at each word
             onset of the CTC head's alignment (needs ctc_weight > 0; 0: off).
         anchor_ramp: [start, full] steps: the anchors are off before `start` and reach
@@ -131,6 +133,7 @@ class AudioTextModule(L.LightningModule):
         routing_gain: list[str] | None = None,
         ctc_weight: float = 0.0,
         onset_weight: float = 0.0,
+        onset_pos_weight: float = 1.0,
         anchor_weight: float = 0.0,
         anchor_ramp: list[int] | None = None,
         pause_weight: float = 0.0,
@@ -160,6 +163,7 @@ class AudioTextModule(L.LightningModule):
             backbone=backbone, hrm=hrm, ratio_per_sequence=ratio_per_sequence,
             routing_windows=routing_windows, routing_center=routing_center or (),
             routing_gain=routing_gain or (), ctc_weight=ctc_weight, onset_weight=onset_weight,
+            onset_pos_weight=onset_pos_weight,
             anchor_weight=anchor_weight, pause_weight=pause_weight, ctc_probe=ctc_probe, ctc_clips=ctc_clips,
             ctc_probe_mixer=ctc_probe_mixer, word_weight=word_weight, word_buckets=word_buckets,
             segmentation=segmentation,

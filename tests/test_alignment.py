@@ -1,5 +1,7 @@
 """Words on the audio's time axis by CTC forced alignment, and the forced-aligner scores."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ from mmchunk.alignment import (
     ctc_word_spans,
     even_word_spans,
     onset_chunk_targets,
+    onset_loss,
     pause_loss,
     pause_token_mask,
     word_byte_spans,
@@ -166,6 +169,24 @@ def test_onset_loss_trains_the_second_stage_from_the_ctc_head_alone():
     assert grad.abs().sum() > 0
     without = small_model(stages=2, ctc_weight=0.1, match_weight=0.0)
     assert "onset" not in without({"audio": audio, "text": text}).losses
+    with pytest.raises(ValueError, match="onset_pos_weight: must be > 0, got 0"):
+        small_model(stages=2, ctc_weight=0.1, onset_weight=0.5, onset_pos_weight=0.0)
+
+
+def test_onset_loss_weights_the_onset_chunks_by_hand():
+    frames = [torch.tensor([1, 1, 5, 5])]  # "ab cd" on 8 tokens: the words open at tokens 1 and 5
+    cu = torch.tensor([0, 8], dtype=torch.int32)
+    text = Ragged.from_list([torch.tensor(list(b"ab cd"))])
+    imposed = torch.zeros(8, dtype=torch.bool)
+    imposed[[2, 5]] = True  # fine chunks open at 0 2 5: the words' nearest are 0 and 5
+    routed = DynamicChunker(4)(Ragged(torch.randn(8, 4), cu), imposed)
+    inner = dataclasses.replace(routed, probs=torch.tensor([0.9, 0.4, 0.3]))
+    target, scored = onset_chunk_targets(frames, cu, text, routed)
+    assert target.tolist() == [1, 0, 1] and scored.tolist() == [False, True, True]  # a start always opens
+    terms = -torch.log(torch.tensor([0.6, 0.3]))  # −log(1 − p) off the onsets, −log p at them
+    for w in (1.0, 2.0):
+        expected = (terms * torch.tensor([1.0, w])).sum() / 2
+        assert onset_loss(frames, cu, text, routed, inner, w).item() == pytest.approx(expected.item())
 
 
 def test_pause_tokens_lie_between_the_aligned_words_by_hand():
