@@ -221,6 +221,8 @@ def test_pause_and_anchor_losses_train_the_audio_routing_from_the_ctc_head_alone
         small_model(
             ctc_weight=0.1, **weight, segmentation={"audio": {"rule": "fixed", "frames_per_chunk": 4}}
         )
+    with pytest.raises(ValueError, match="learned audio chunks"):
+        small_model(ctc_weight=0.1, **weight, chunking=False)
     model = small_model(ctc_weight=0.1, **weight, match_weight=0.0)
     torch.manual_seed(1)
     audio = Ragged.from_list([0.1 * torch.randn(n) for n in (32000, 24000)])
