@@ -68,6 +68,24 @@ def load_module(path: str | Path, device: str | torch.device = "cpu"):
     return module.to(device)
 
 
+def init_from_checkpoint(module: torch.nn.Module, path: str | Path) -> tuple[int, list[str], list[str]]:
+    """Copy into `module` every tensor of a checkpoint of `mmchunk fit` (`read_checkpoint`) whose
+    name it has (fine-tuning, or a recipe that adds a stage to a trained model). Returns (tensors
+    copied, the module's names the checkpoint lacks, the checkpoint's names the module lacks). A
+    tensor whose shape differs is a one-line ValueError naming the file and the tensor."""
+    source = read_checkpoint(path)["state_dict"]
+    target = module.state_dict()
+    for name, value in source.items():
+        if name in target and target[name].shape != value.shape:
+            raise ValueError(
+                f"{path}: {name} is {tuple(value.shape)} there and {tuple(target[name].shape)} in this "
+                "model (init_from copies weights between models of the same widths)"
+            )
+    shared = {name: value for name, value in source.items() if name in target}
+    module.load_state_dict(shared, strict=False)
+    return len(shared), sorted(set(target) - set(source)), sorted(set(source) - set(target))
+
+
 def load_model(path: str | Path | None, device: str | torch.device = "cpu") -> tuple[ChunkFusionModel, str]:
     """The eval-mode model of a checkpoint (see `load_module`), or with `path` None an untrained
     default model (seed 0, identity routing); and a label saying which."""

@@ -106,6 +106,9 @@ class AudioTextModule(L.LightningModule):
         weight_decay: AdamW weight decay.
         warmup_steps: steps of linear warm-up.
         max_steps: steps of the cosine decay; null (the default): the trainer's max_steps (≤ 0: no decay).
+        init_from: a checkpoint of `mmchunk fit` whose tensors start this run wherever the names
+            match (e.g. a second chunking stage added to a trained model: the new stage starts
+            fresh); the optimizer starts fresh. A resumed run (`--ckpt_path`) restores its own.
     """
 
     def __init__(
@@ -148,6 +151,7 @@ class AudioTextModule(L.LightningModule):
         weight_decay: float = 0.01,
         warmup_steps: int = 20,
         max_steps: int | None = None,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         if anchor_ramp is not None and not (len(anchor_ramp) == 2 and 0 <= anchor_ramp[0] <= anchor_ramp[1]):
@@ -170,6 +174,22 @@ class AudioTextModule(L.LightningModule):
         )  # fmt: skip
         self.validation = ValidationAccumulator(self.model.token_periods)
         self.loader_epoch_offset = 0  # Lightning's epoch count minus the loader's (see on_load_checkpoint)
+
+    def setup(self, stage: str) -> None:
+        """Before fitting, copy the weights of `init_from` (a resumed run restores its checkpoint
+        after this, over them)."""
+        if stage != "fit" or not self.hparams.init_from:
+            return
+        from lightning.pytorch.utilities import rank_zero_info
+
+        from mmchunk.checkpoint import init_from_checkpoint
+
+        copied, fresh, unused = init_from_checkpoint(self, self.hparams.init_from)
+        rank_zero_info(
+            f"init_from {self.hparams.init_from}: {copied} tensors copied, {len(fresh)} start fresh"
+            f"{' (' + ', '.join(fresh[:4]) + (' …' if len(fresh) > 4 else '') + ')' if fresh else ''}"
+            f", {len(unused)} of the checkpoint unused"
+        )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["loader_epoch_offset"] = self.loader_epoch_offset
@@ -400,9 +420,10 @@ def run_fit(argv: list[str]) -> L.Trainer:
 
     class FitCLI(LightningCLI):
         def before_instantiate_classes(self) -> None:
-            """Check the data before anything is built or written: a missing shard or folder is a
-            one-line error, and no run folder is left behind. A run shorter than the recipe's
-            validation interval (in steps) validates at its end: a short run logs its metrics too."""
+            """Check the data and `init_from` before anything is built or written: a missing shard,
+            folder or checkpoint is a one-line error, and no run folder is left behind. A run shorter
+            than the recipe's validation interval (in steps) validates at its end: a short run logs
+            its metrics too."""
             trainer = self.config[self.config.subcommand].trainer
             every, steps = trainer.val_check_interval, trainer.max_steps
             if trainer.check_val_every_n_epoch is None and isinstance(every, int) and 0 < steps < every:
@@ -413,6 +434,13 @@ def run_fit(argv: list[str]) -> L.Trainer:
                     expand_urls(data[split])
                 except FileNotFoundError as exc:
                     raise FileNotFoundError(f"--data.{split}: {exc}") from None
+            if start := self.config[self.config.subcommand].model.get("init_from"):
+                from mmchunk.checkpoint import read_checkpoint
+
+                try:
+                    read_checkpoint(start)
+                except (ValueError, OSError) as exc:
+                    raise type(exc)(f"--model.init_from: {exc}") from None
 
     with warnings.catch_warnings():  # `mmchunk fit|demo` passes its own argv on purpose
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")

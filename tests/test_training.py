@@ -11,7 +11,7 @@ import torch
 
 from mmchunk.data.synth import synth_corpus
 from mmchunk.evaluation import ValidationAccumulator, fraction_inside
-from mmchunk.training import ShardDataModule, run_fit
+from mmchunk.training import AudioTextModule, ShardDataModule, run_fit
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "audio_text" / "demo_cpu.yaml"
 
@@ -136,6 +136,46 @@ def test_a_ctc_probe_changes_no_weight_of_the_model(straight_run, tmp_path):
     assert not torch.equal(recipe["model.chunker.q_proj.weight"], probed["model.chunker.q_proj.weight"])
 
 
+def test_init_from_copies_every_tensor_the_model_shares(tmp_path):
+    """A 2-stage model started from a 1-stage checkpoint: before fitting (`setup("fit")`, not for
+    validation) every tensor of the checkpoint is copied bit for bit, the second stage's routing keeps
+    its own initial weights, and a model of another width is a one-line error naming the tensor."""
+    small = {"dim": 32, "embed_dim": 16, "heads": 2, "main_depth": 1}
+    torch.manual_seed(1)
+    trained = AudioTextModule(**small).state_dict()
+    path = tmp_path / "one_stage.ckpt"
+    torch.save({"state_dict": trained, "hyper_parameters": small}, path)
+    torch.manual_seed(2)
+    module = AudioTextModule(**small, stages=2, init_from=str(path))
+    before = {name: value.clone() for name, value in module.state_dict().items()}
+    module.setup("validate")
+    assert all(torch.equal(module.state_dict()[name], value) for name, value in before.items())
+    module.setup("fit")
+    after = module.state_dict()
+    fresh = set(after) - set(trained)
+    assert fresh and all(name.startswith("model.main.chunker.") for name in fresh)
+    for name, value in after.items():
+        expected = before[name] if name in fresh else trained[name]
+        torch.testing.assert_close(value, expected, rtol=0, atol=0, equal_nan=True, msg=name)
+    assert any(not torch.equal(before[name], trained[name]) for name in trained)  # something was copied
+    wider = AudioTextModule(**{**small, "dim": 48}, init_from=str(path))
+    with pytest.raises(ValueError, match=r"one_stage.ckpt: model\.\S+ is \(\d+"):
+        wider.setup("fit")
+
+
+def test_a_resumed_run_keeps_its_own_weights_over_init_from(straight_run, tmp_path):
+    """A run started from another run's weights (`init_from`), stopped after 2 steps and resumed to
+    5, ends as the same run straight to 5: the resume restores its checkpoint over `init_from`."""
+    data, _ = straight_run
+    start = str(next((data.parent / "a").glob("logs/version_*/checkpoints/last.ckpt")))
+    straight = _tiny_fit(data, tmp_path / "s", 5, "--model.init_from", start).lightning_module.state_dict()
+    _tiny_fit(data, tmp_path / "r", 2, "--model.init_from", start)
+    last = next((tmp_path / "r").glob("logs/version_*/checkpoints/last.ckpt"))
+    got = _tiny_fit(data, tmp_path / "r", 5, "--model.init_from", start, "--ckpt_path", str(last))
+    for name, value in got.lightning_module.state_dict().items():
+        torch.testing.assert_close(value, straight[name], rtol=0, atol=0, equal_nan=True, msg=name)
+
+
 def test_resume_mid_epoch_is_exact(straight_run, tmp_path, monkeypatch):
     """5 steps straight == 2 steps, stop, resume from last.ckpt to 5 (3 batches per epoch: the stop
     is mid-epoch and the resumed run crosses into the next, reshuffled, epoch). The stopped and
@@ -236,6 +276,11 @@ def test_fit_checks_the_data_before_building_anything(tmp_path):
         run_fit([*args, "--data.train", str(tmp_path / "missing"), "--data.val", str(shards)])
     with pytest.raises(FileNotFoundError, match=r"^--data.val: no shards match"):
         run_fit([*args, "--data.train", str(shards), "--data.val", str(tmp_path / "run*")])
+    both = [*args, "--data.train", str(shards), "--data.val", str(shards)]
+    with pytest.raises(FileNotFoundError, match=r"^--model.init_from: no such checkpoint: .*gone.ckpt$"):
+        run_fit([*both, "--model.init_from", str(tmp_path / "gone.ckpt")])
+    with pytest.raises(ValueError, match=r"^--model.init_from: .*train-000000.tar: the file is empty$"):
+        run_fit([*both, "--model.init_from", str(shards / "train-000000.tar")])
     assert not run.exists()
 
 
