@@ -245,7 +245,7 @@ def test_full_pipeline_writes_reports(tmp_path):
 
 
 def test_demo_targets():
-    from mmchunk.pipeline import demo_targets
+    from mmchunk.pipeline import demo_targets, format_summary
 
     scores = {"a2t_R@1": 0.85, "t2a_R@1": 0.84, "boundary_f1_50ms": 0.5, "baseline_boundary_f1_50ms": 0.4,
               "silero_boundary_f1_50ms": 0.5, "silence_boundary_fraction": 0.2,
@@ -264,6 +264,10 @@ def test_demo_targets():
     scores.update(align_within_100ms=0.8, align_median_error_ms=51.0)
     met = demo_targets(scores)
     assert met["align_within_100ms"][1] and not met["align_median_error_ms"][1]
+    scores.update(stage2_boundary_f1_50ms=0.63, stage2_boundary_r_value_50ms=0.59)  # a second stage
+    met = {k: ok for k, (_, ok) in demo_targets(scores).items()}
+    assert met["stage2_boundary_f1_50ms"] and not met["stage2_boundary_r_value_50ms"]
+    assert "boundary_f1_50ms" not in met and "stage2_boundary_f1_50ms" in format_summary(scores)
 
 
 def test_fit_checks_the_data_before_building_anything(tmp_path):
