@@ -185,10 +185,10 @@ class AudioTextModule(L.LightningModule):
         from mmchunk.checkpoint import init_from_checkpoint
 
         copied, fresh, unused = init_from_checkpoint(self, self.hparams.init_from)
+        named = ", ".join(fresh[:4]) + (" …" if len(fresh) > 4 else "")
         rank_zero_info(
-            f"init_from {self.hparams.init_from}: {copied} tensors copied, {len(fresh)} start fresh"
-            f"{' (' + ', '.join(fresh[:4]) + (' …' if len(fresh) > 4 else '') + ')' if fresh else ''}"
-            f", {len(unused)} of the checkpoint unused"
+            f"init_from {self.hparams.init_from}: {copied} tensors copied, {len(fresh)} start fresh "
+            f"({named or 'none'}), {len(unused)} of the checkpoint unused"
         )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
