@@ -100,6 +100,9 @@ class ChunkFusionModel(nn.Module):
     pause_weight > 0 (with the CTC head) trains the audio routing away from boundaries in the pauses
     of that same alignment (`pause_token_mask`: the share of the boundary probability that falls
     there), so other talkers or a noise floor between the words open no chunks;
+    video_clips: in training, the video of that many clips of each batch only (the loader shuffles;
+    every clip at evaluation): the video trains nothing but its own routing and the shared network's
+    next-feature loss, and retrieval reads audio and text, so a subset keeps that cheaper;
     word_weight > 0 adds a bag-of-words loss: the pooled audio chunks predict which of `word_buckets`
     hashed words the paired transcript holds (`bag_of_words_loss`: no timings, no word order);
     chunking=False runs the same network on every encoder token (the fixed-rate baseline);
@@ -140,6 +143,7 @@ class ChunkFusionModel(nn.Module):
         ctc_probe: bool = False,
         ctc_clips: int | None = None,
         ctc_probe_mixer: str = "window",
+        video_clips: int | None = None,
         word_weight: float = 0.0,
         word_buckets: int = 4096,
         segmentation: Mapping[str, dict] | None = None,
@@ -161,6 +165,11 @@ class ChunkFusionModel(nn.Module):
             raise ValueError(
                 f"ctc_clips: a number of clips ≥ 1 for the detached probe (ctc_probe: true), got {ctc_clips} "
                 f"with ctc_probe {ctc_probe} (the CTC loss with its gradient trains on every clip)"
+            )
+        if video_clips is not None and (video_clips < 1 or match_weight > 0):
+            raise ValueError(
+                f"video_clips: a number of clips ≥ 1 without the matching loss (it fuses every clip's "
+                f"video), got {video_clips} with match_weight {match_weight}"
             )
         if onset_pos_weight <= 0:
             raise ValueError(f"onset_pos_weight: must be > 0, got {onset_pos_weight}")
@@ -223,6 +232,7 @@ class ChunkFusionModel(nn.Module):
                 MixerStack(dim, 1, ctc_probe_mixer, heads) if ctc_weight > 0 and ctc_probe else None
             )
         self.ctc_clips = ctc_clips
+        self.video_clips = video_clips
         self.onset_pos_weight = onset_pos_weight
         # hashed bag of words of the paired transcript, predicted from the pooled audio chunks
         self.word_head = None
@@ -270,6 +280,8 @@ class ChunkFusionModel(nn.Module):
         for m, x in inputs.items():
             if x is None or m not in self.encoders or x.num_tokens == 0:
                 continue
+            if m == "video" and self.training and self.video_clips and self.video_clips < x.batch_size:
+                x = take_sequences(x, torch.arange(self.video_clips, device=x.values.device))
             feats = self.encoders[m](x)
             routed = self.route(m, x, feats)
             mixed, inner = self.main(routed.chunks)

@@ -86,6 +86,8 @@ class AudioTextModule(L.LightningModule):
         ctc_probe_decay: the probe's learning rate decays with the network's (false: it stays at
             `lr` after the warm-up, so the probe keeps learning the features as they end up).
         ctc_clips: with ctc_probe, the probe trains on this many clips of each batch (null: all).
+        video_clips: training reads the video of this many clips of each batch (null: all; needs
+            match_weight 0): the video only trains its routing, and retrieval reads audio and text.
         onset_weight: weight of the second stage's word-onset routing loss, self-distilled from the
             CTC head's alignment (needs stages: 2 and ctc_weight > 0; 0: off).
         onset_pos_weight: the onset loss's weight on the word-onset chunks (> 1: more stage-2
@@ -144,6 +146,7 @@ class AudioTextModule(L.LightningModule):
         ctc_probe_mixer: str = "window",
         ctc_probe_decay: bool = True,
         ctc_clips: int | None = None,
+        video_clips: int | None = None,
         word_weight: float = 0.0,
         word_buckets: int = 4096,
         segmentation: dict[str, dict] | None = None,
@@ -169,7 +172,8 @@ class AudioTextModule(L.LightningModule):
             routing_gain=routing_gain or (), ctc_weight=ctc_weight, onset_weight=onset_weight,
             onset_pos_weight=onset_pos_weight,
             anchor_weight=anchor_weight, pause_weight=pause_weight, ctc_probe=ctc_probe, ctc_clips=ctc_clips,
-            ctc_probe_mixer=ctc_probe_mixer, word_weight=word_weight, word_buckets=word_buckets,
+            ctc_probe_mixer=ctc_probe_mixer, video_clips=video_clips, word_weight=word_weight,
+            word_buckets=word_buckets,
             segmentation=segmentation,
         )  # fmt: skip
         self.validation = ValidationAccumulator(self.model.token_periods)

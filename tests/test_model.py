@@ -432,6 +432,22 @@ def test_fusion_model_trains_every_part():
     assert model.targets["audio"] == pytest.approx(50 / 6)
 
 
+def test_video_clips_trains_on_the_first_clips_and_evaluates_all():
+    model = small_model(("audio", "text", "video"), match_weight=0.0, video_clips=2)
+    batch = tiny_batch()  # clips of 6, 0 and 1 frames
+    trained = model(batch).routing["video"]
+    model.eval()
+    with torch.no_grad():
+        every = model(batch).routing["video"]
+    assert trained.chunks.batch_size == 2 and every.chunks.batch_size == 3
+    assert trained.probs.shape == (6,) and every.probs.shape == (7,)
+    torch.testing.assert_close(trained.probs.detach(), every.probs[:6])  # each clip routes alone
+    with pytest.raises(ValueError, match="video_clips"):
+        small_model(("audio", "text", "video"), video_clips=2)  # the matching loss fuses every clip
+    with pytest.raises(ValueError, match="video_clips"):
+        small_model(("audio", "text", "video"), match_weight=0.0, video_clips=0)
+
+
 def test_match_weight_zero_skips_the_fusion_pass():
     """The demo recipe's setting: no matching loss, and no fusion stack run in training."""
     model = small_model(match_weight=0.0)
