@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -231,3 +233,27 @@ def test_ctc_probe_benchmark(trained, tmp_path):
     command = [sys.executable, str(BENCH / "ctc_probe.py"), "--ckpt", str(ckpt), "--data", str(tmp_path)]
     bad = subprocess.run(command, capture_output=True, text=True)
     assert bad.returncode == 2 and f"{tmp_path / 'train'}: no such folder of shards" in bad.stderr
+
+
+def test_heldout_retrieval_benchmark(trained):
+    data, ckpt = trained
+    out = run("heldout_retrieval.py", "--data", str(data / "val"), "--gallery", "3", str(ckpt))
+    row = out.splitlines()[1].split()
+    assert row[:2] == [str(ckpt), "6"]  # the 6 val clips: two galleries of 3
+    galleries = [float(x) for pair in row[4:6] for x in pair.split("/")]
+    assert len(galleries) == 4 and all(0.0 <= x <= 1.0 for x in galleries)
+    assert abs(float(row[2]) - (galleries[0] + galleries[2]) / 2) <= 1e-3  # the galleries' mean a2t
+    script = str(BENCH / "heldout_retrieval.py")
+    command = [sys.executable, script, "--data", str(data), "nothing.ckpt"]
+    bad = subprocess.run(command, capture_output=True, text=True)
+    assert bad.returncode == 2 and "nothing.ckpt: no such checkpoint" in bad.stderr
+
+
+def test_gallery_recall_scores_each_gallery_alone():
+    sys.path.insert(0, str(BENCH))
+    from heldout_retrieval import gallery_recall
+
+    audio = torch.eye(5)
+    text = torch.eye(5)[[1, 0, 2, 3, 4]]  # the first two captions swapped
+    got = gallery_recall(audio, text, 2)  # galleries {0, 1} and {2, 3}; clip 4 is left over
+    assert got.tolist() == [[0.0, 0.0], [1.0, 1.0]]
