@@ -5,7 +5,9 @@ at R@1 0.85, so two recipes (or two seeds of one) cannot be told apart by it. Th
 a larger split (for example 512 clips of a corpus synthesized with another seed, which no run
 trained on) once per checkpoint, cuts it into disjoint galleries of `--gallery` clips, and prints
 a2t and t2a R@1 per gallery and their mean: the same task as the demo's, measured more times.
-R@1 over the whole split (more candidates, a harder task) is printed beside it.
+R@1 over the whole split (more candidates, a harder task) is printed beside it. A clip with several
+captions is scored by the first (the built-in corpus has one); samples the loader cannot read are
+named and counted, not scored.
 
     mmchunk data synth --out runs/heldout --num 640 --val-fraction 0.8 --seed 7 --video
     python benchmarks/heldout_retrieval.py --data runs/heldout/val runs/demo/model.ckpt [CKPT ...]
@@ -14,6 +16,7 @@ R@1 over the whole split (more candidates, a harder task) is printed beside it.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -26,19 +29,27 @@ from mmchunk.metrics import retrieval_metrics
 from mmchunk.training import batch_inputs
 
 
-def embeddings(checkpoint: Path, shards: Path) -> tuple[Tensor, Tensor]:
-    """Audio and text embeddings `[N, E]` of every sample of `shards`, in shard order."""
-    module = load_module(checkpoint, "cpu").eval()
-    audio, text = [], []
+def embeddings(checkpoint: Path, shards: Path) -> tuple[Tensor, Tensor, int]:
+    """Audio and text embeddings `[N, E]` of every readable sample of `shards`, in shard order, and
+    the number of samples skipped (each named on stderr)."""
+    try:
+        module = load_module(checkpoint, "cpu").eval()
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    audio, text, skipped = [], [], 0
     with torch.no_grad():
         for batch in make_dataset(str(shards), eval_config(module)):
+            for skip in batch.skipped:
+                where = skip.shard if skip.key is None else f"{skip.shard} {skip.key}"
+                print(f"skipped {where}: {skip.reason}", file=sys.stderr)
+            skipped += len(batch.skipped)
             if len(batch):
                 out = module.model(batch_inputs(batch))
                 audio.append(out.audio_embedding)
                 text.append(out.text_embedding)
     if not audio:
         raise SystemExit(f"{shards}: no samples")
-    return torch.cat(audio), torch.cat(text)
+    return torch.cat(audio), torch.cat(text), skipped
 
 
 def gallery_recall(audio: Tensor, text: Tensor, size: int) -> Tensor:
@@ -64,9 +75,9 @@ def main(argv: list[str] | None = None) -> None:
         if not checkpoint.is_file():
             parser.error(f"{checkpoint}: no such checkpoint")
     header = f"{'checkpoint':<60}{'clips':>6}{'a2t R@1':>9}{'t2a R@1':>9}"
-    print(f"{header}  per gallery (a2t / t2a), then the whole split (a2t / t2a)")
+    print(f"{header}  per gallery (a2t / t2a), then the whole split (a2t / t2a), skipped samples")
     for checkpoint in args.checkpoints:
-        audio, text = embeddings(checkpoint, args.data)
+        audio, text, skipped = embeddings(checkpoint, args.data)
         if len(audio) < args.gallery:
             raise SystemExit(f"{args.data}: {len(audio)} clips, fewer than one gallery of {args.gallery}")
         recall = gallery_recall(audio, text, args.gallery)
@@ -75,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         mean = f"{recall[:, 0].mean():>9.3f}{recall[:, 1].mean():>9.3f}"
         a2t, t2a = retrieval_metrics(whole, "a")["a_R@1"], retrieval_metrics(whole.T, "t")["t_R@1"]
         everything = f"{a2t:.3f} / {t2a:.3f}"
-        print(f"{checkpoint!s:<60}{len(audio):>6}{mean}  {per}  {everything}")
+        print(f"{checkpoint!s:<60}{len(audio):>6}{mean}  {per}  {everything}  {skipped} skipped")
 
 
 if __name__ == "__main__":

@@ -243,10 +243,33 @@ def test_heldout_retrieval_benchmark(trained):
     galleries = [float(x) for pair in row[4:6] for x in pair.split("/")]
     assert len(galleries) == 4 and all(0.0 <= x <= 1.0 for x in galleries)
     assert abs(float(row[2]) - (galleries[0] + galleries[2]) / 2) <= 1e-3  # the galleries' mean a2t
+    assert row[-2:] == ["0", "skipped"]
+
+
+def test_heldout_retrieval_benchmark_bad_input(trained, tmp_path):
+    """A truncated shard's samples are named and counted, a missing or corrupt checkpoint is one line."""
+    data, ckpt = trained
+    shards = sorted((data / "val").glob("*.tar"))
+    cut = tmp_path / "val"
+    cut.mkdir()
+    for shard in shards:
+        (cut / shard.name).write_bytes(shard.read_bytes())
+    last = cut / shards[-1].name
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     script = str(BENCH / "heldout_retrieval.py")
-    command = [sys.executable, script, "--data", str(data), "nothing.ckpt"]
-    bad = subprocess.run(command, capture_output=True, text=True)
-    assert bad.returncode == 2 and "nothing.ckpt: no such checkpoint" in bad.stderr
+    done = subprocess.run([sys.executable, script, "--data", str(cut), "--gallery", "2", str(ckpt)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    row = done.stdout.splitlines()[1].split()
+    assert int(row[1]) < 6 and int(row[-2]) >= 1 and row[-1] == "skipped"
+    assert f"skipped {last}" in done.stderr
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"junk\n")
+    for name, message, code in (("nothing.ckpt", "nothing.ckpt: no such checkpoint", 2),
+                                (str(junk), f"{junk}: not a PyTorch checkpoint", 1)):  # fmt: skip
+        command = [sys.executable, script, "--data", str(cut), name]
+        bad = subprocess.run(command, capture_output=True, text=True)
+        assert bad.returncode == code and message in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_gallery_recall_scores_each_gallery_alone():
