@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -61,13 +61,15 @@ class ValidationAccumulator:
         self.text: list[Tensor] = []
         self.owner: list[Tensor] = []
         self.clips = 0
-        self.predicted: dict[str, list[list[float]]] = {}
+        self.predicted: dict[str, dict[int, list[float]]] = {}
         self.tokens: dict[str, int] = {}
         self.chunks: dict[str, int] = {}
         self.seconds = 0.0
         self.speech_seconds = 0.0
         self.metas: list[dict] = []
         self.word_starts: list[list[float] | None] = []
+        self.loss_sum = 0.0
+        self.loss_clips = 0
 
     def update(
         self,
@@ -87,9 +89,9 @@ class ValidationAccumulator:
         self.text.append(text_emb.detach().float().cpu())
         owner = torch.arange(audio_emb.shape[0]) if owner is None else owner.detach().cpu().long()
         self.owner.append(owner + self.clips)
-        self.clips += audio_emb.shape[0]
+        first, self.clips = self.clips, self.clips + audio_emb.shape[0]
         for m, r in routing.items():
-            self.predicted.setdefault(m, []).extend(chunk_start_times(r))
+            self.predicted.setdefault(m, {}).update(enumerate(chunk_start_times(r), first))
             self.tokens[m] = self.tokens.get(m, 0) + r.residual.shape[0]
             self.chunks[m] = self.chunks.get(m, 0) + r.chunks.num_tokens
         for meta in metas:
@@ -100,7 +102,20 @@ class ValidationAccumulator:
         if word_starts is not None:
             self.word_starts.extend(word_starts)
         if word_onsets is not None:
-            self.predicted.setdefault("audio_words", []).extend(word_onsets)
+            self.predicted.setdefault("audio_words", {}).update(enumerate(word_onsets, first))
+
+    def add_loss(self, loss: float, clips: int) -> None:
+        """Add a batch's mean loss over its `clips` clips (`compute` reports the mean over clips)."""
+        self.loss_sum += float(loss) * clips
+        self.loss_clips += clips
+
+    def times(self, routing: str) -> list[list[float]]:
+        """Chunk start times per clip (in clip order) of `routing`, a clip without it having none;
+        no clips at all where no batch had it."""
+        if routing not in self.predicted:
+            return []
+        found = self.predicted[routing]
+        return [found.get(i, []) for i in range(self.clips)]
 
     def _on_one_axis(self, boundaries: list[list[float]], key: str) -> tuple[list[float], list[float]]:
         """The `boundaries` of every clip and the starts of the JSON's `key` spans (words, phones), the
@@ -165,20 +180,20 @@ class ValidationAccumulator:
             scores["chunk_rate_audio_speech_hz"] = self.chunks["audio"] / max(self.speech_seconds, 1e-9)
         baselines = self._baselines()
         for routing, key, prefix, tolerances in BOUNDARY_SCORES:
-            predicted, reference = self._on_one_axis(
-                baselines.get(routing) or self.predicted.get(routing, []), key
-            )
+            predicted, reference = self._on_one_axis(baselines.get(routing) or self.times(routing), key)
             for tol in tolerances if reference else ():
                 s = boundary_scores(predicted, reference, tol / 1000)
                 for k in ("precision", "recall", "f1", "r_value"):
                     scores[f"{prefix}_{k}_{tol}ms"] = s[k]
         scores.update(self._alignment_scores())
+        if self.loss_clips:
+            scores["loss"] = self.loss_sum / self.loss_clips
         for m, key, name in (("audio", "silences", "silence"), ("video", "static", "static")):
             if m not in self.predicted or not any(key in meta for meta in self.metas):
                 continue
             inside = total = 0
             span_time = 0.0
-            for times, meta in zip(self.predicted[m], self.metas):
+            for times, meta in zip(self.times(m), self.metas):
                 spans = meta.get(key, [])
                 a, b = fraction_inside(times, spans, self.token_periods.get(m, 0.0))
                 inside, total = inside + a, total + b
@@ -186,6 +201,43 @@ class ValidationAccumulator:
             scores[f"{name}_boundary_fraction"] = inside / max(total, 1)
             scores[f"{name}_time_fraction"] = span_time / max(self.seconds, 1e-9)
         return scores
+
+
+def merge_accumulators(parts: Sequence[ValidationAccumulator]) -> ValidationAccumulator:
+    """One accumulator with the clips of all `parts` (e.g. one per rank), in the order a single
+    process reads them: by the loader's `_order` (shard, position) where every clip has one, else
+    part after part. `compute()` of the result scores the whole set."""
+    out = ValidationAccumulator(parts[0].token_periods)
+    clips = [(k, i) for k, part in enumerate(parts) for i in range(part.clips)]
+    if all("_order" in parts[k].metas[i] for k, i in clips):
+        clips.sort(key=lambda c: tuple(parts[c[0]].metas[c[1]]["_order"]))
+    new = {clip: j for j, clip in enumerate(clips)}
+    if clips:
+        audio = [torch.cat(part.audio) if part.audio else None for part in parts]
+        texts = [torch.cat(part.text) if part.text else None for part in parts]
+        rows = sorted(
+            (new[(k, owner)], k, row)
+            for k, part in enumerate(parts)
+            for row, owner in enumerate(torch.cat(part.owner).tolist() if part.owner else [])
+        )
+        out.audio = [torch.stack([audio[k][i] for k, i in clips])]
+        out.text = [torch.stack([texts[k][row] for _, k, row in rows])]
+        out.owner = [torch.tensor([j for j, _, _ in rows], dtype=torch.long)]
+    out.clips = len(clips)
+    out.metas = [parts[k].metas[i] for k, i in clips]
+    if any(part.word_starts for part in parts):
+        out.word_starts = [parts[k].word_starts[i] for k, i in clips]
+    for k, part in enumerate(parts):
+        for m, found in part.predicted.items():
+            out.predicted.setdefault(m, {}).update((new[(k, i)], t) for i, t in found.items())
+        for m in part.tokens:
+            out.tokens[m] = out.tokens.get(m, 0) + part.tokens[m]
+            out.chunks[m] = out.chunks.get(m, 0) + part.chunks[m]
+        out.seconds += part.seconds
+        out.speech_seconds += part.speech_seconds
+        out.loss_sum += part.loss_sum
+        out.loss_clips += part.loss_clips
+    return out
 
 
 def frame_difference_keep(frames: Tensor, tau: float = 0.1) -> Tensor:

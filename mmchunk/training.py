@@ -15,8 +15,9 @@ from mmchunk.alignment import ctc_word_onsets, ctc_word_spans
 from mmchunk.builtin_recipes import resolve_config_args
 from mmchunk.data import Batch, DataConfig, expand_urls, make_loader
 from mmchunk.data.augment import AugmentConfig
+from mmchunk.data.distributed import data_parallel_world
 from mmchunk.data.loader import text_ragged
-from mmchunk.evaluation import ValidationAccumulator
+from mmchunk.evaluation import ValidationAccumulator, merge_accumulators
 from mmchunk.model import ChunkFusionModel, FusionOutput
 
 
@@ -214,15 +215,22 @@ class AudioTextModule(L.LightningModule):
         self.loader_epoch_offset = checkpoint.get("loader_epoch_offset", 0) + int(cut_short)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
-        if len(batch) < 2:
-            return None  # a batch that only carries skip records, or a single sample: nothing to contrast
+        _, world = data_parallel_world()
+        if len(batch) < 2:  # a batch that only carries skip records, or a single sample: nothing to contrast
+            return self.every_parameter_zero() if world > 1 else None  # DDP: every rank all-reduces
         scales = {"anchor": self.anchor_scale(self.global_step)}
         out = self.model(batch_inputs(batch), scales)
         logged = {f"train/{k}": v for k, v in out.losses.items()}
         logged.update({f"train/compression_{m}": r.compression for m, r in out.routing.items()})
         self.log_dict(logged, batch_size=len(batch))
         self.log("train/skipped", float(len(batch.skipped)), reduce_fx="sum", batch_size=len(batch))
-        return out.loss
+        return out.loss + self.every_parameter_zero() if world > 1 else out.loss
+
+    def every_parameter_zero(self) -> torch.Tensor:
+        """0 that depends on every trainable parameter: added to a data-parallel loss, every rank's
+        backward gives every parameter a gradient (zero where its batch did not use it: no video, a
+        head without loss), so DDP's all-reduce is the same on every rank and nothing hangs."""
+        return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
 
     def anchor_scale(self, step: int) -> float:
         """The factor on `anchor_weight` at optimizer step `step` (`anchor_ramp`)."""
@@ -234,16 +242,25 @@ class AudioTextModule(L.LightningModule):
         return 1.0 if step >= full else (step - start) / (full - start)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        if len(batch) == 0:
+        if len(batch) == 0:  # skip records only, or a rank's padding (`lockstep`)
             return
         out = validate_batch(self.model, batch, self.validation)
-        self.log("val/loss", out.loss, batch_size=len(batch))
+        self.validation.add_loss(out.loss.item(), len(batch))
 
     def on_validation_epoch_end(self) -> None:
-        if self.validation.audio:
-            scores = self.validation.compute()
-            self.log_dict({f"val/{k}": v for k, v in scores.items()})
-            self.log("val/mAP@10", (scores["a2t_mAP@10"] + scores["t2a_mAP@10"]) / 2, prog_bar=True)
+        """Score the whole validation set: under data parallelism every rank's clips are gathered
+        first (`merge_accumulators`), so every rank logs the figures of one process."""
+        accumulator = self.validation
+        if data_parallel_world()[1] > 1:
+            parts = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, accumulator)
+            accumulator = merge_accumulators(parts)
+        if accumulator.clips:
+            scores = accumulator.compute()
+            with warnings.catch_warnings():  # the figures are those of every rank already: no sync_dist
+                warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(")
+                self.log_dict({f"val/{k}": v for k, v in scores.items()})
+                self.log("val/mAP@10", (scores["a2t_mAP@10"] + scores["t2a_mAP@10"]) / 2, prog_bar=True)
         self.validation = ValidationAccumulator(self.model.token_periods)
 
     def configure_gradient_clipping(
@@ -322,6 +339,10 @@ class ShardDataModule(L.LightningDataModule):
     `augment`: training-time audio augmentation, `AugmentConfig`, never applied to validation);
     prefetch: training batches a background thread makes ahead while the model trains (with
     `num_workers: 0`; the same batches in the same order).
+    Under data parallelism the ranks share the shards (`split_shards`: whole shards, then the samples
+    of the shards left over, so fewer shards than ranks work) and stay in step (`lockstep`): a
+    training epoch ends on every rank when the first one runs out, and validation pads the ranks
+    that run out with empty batches, so every val sample is scored once and no collective hangs.
     The training loader resumes exactly: it takes its epoch and the batches to skip from the
     trainer's loop progress, which checkpoints restore.
     """
@@ -363,7 +384,7 @@ class ShardDataModule(L.LightningDataModule):
         return make_loader(
             h.train, self.config(train=True), num_workers=h.num_workers, resampled=h.resampled,
             epoch_batches=h.epoch_batches, shuffle_shards=True, position=self._train_position,
-            prefetch=h.prefetch,
+            prefetch=h.prefetch, lockstep="shortest",
         )  # fmt: skip
 
     def _train_position(self) -> tuple[int, int]:
@@ -374,7 +395,7 @@ class ShardDataModule(L.LightningDataModule):
 
     def val_dataloader(self):
         h = self.hparams
-        return make_loader(h.val, self.config(train=False), num_workers=h.num_workers)
+        return make_loader(h.val, self.config(train=False), num_workers=h.num_workers, lockstep="pad")
 
 
 def _option_strings(parser) -> list[str]:

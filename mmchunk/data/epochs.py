@@ -18,6 +18,8 @@ from typing import TypeVar
 import torch
 from webdataset.utils import pytorch_worker_info
 
+from mmchunk.data.distributed import ShardPart, lockstep, split_shards
+
 T = TypeVar("T")
 
 
@@ -34,23 +36,35 @@ class EpochSeed:
 
 
 class ShardList(torch.utils.data.IterableDataset):
-    """The pipeline's source: `{"url": ...}` per shard, in the listed order, in an epoch-seeded order
-    (`shuffle`), or (`resampled`) drawn with replacement forever, per rank and worker."""
+    """The pipeline's source: a `ShardPart` per shard to read, in the listed order or an epoch-seeded
+    order (`shuffle`, the same on every rank), shared between the ranks of a process group
+    (`split`: `split_shards`); or (`resampled`) whole shards drawn with replacement forever, per rank
+    and worker."""
 
-    def __init__(self, urls: list[str], epoch: EpochSeed, shuffle: bool = False, resampled: bool = False):
+    def __init__(
+        self,
+        urls: list[str],
+        epoch: EpochSeed,
+        shuffle: bool = False,
+        resampled: bool = False,
+        split: bool = True,
+    ):
         super().__init__()
         self.urls, self.epoch, self.shuffle, self.resampled = list(urls), epoch, shuffle, resampled
+        self.split = split
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[ShardPart]:
+        rank, world, worker, _ = pytorch_worker_info()
         if self.resampled:
-            rank, _, worker, _ = pytorch_worker_info()
             rng = self.epoch.rng("resampled", rank, worker)
             while True:
-                yield {"url": rng.choice(self.urls)}
-        urls = list(self.urls)
+                index = rng.randrange(len(self.urls))
+                yield ShardPart(self.urls[index], index)
+        order = list(range(len(self.urls)))
         if self.shuffle:
-            self.epoch.rng("shards").shuffle(urls)
-        yield from ({"url": url} for url in urls)
+            self.epoch.rng("shards").shuffle(order)
+        parts = split_shards([self.urls[i] for i in order], *((rank, world) if self.split else (0, 1)))
+        yield from (ShardPart(p.url, order[p.index], p.part, p.parts) for p in parts)
 
 
 def shuffle_samples(items: Iterable, size: int, epoch: EpochSeed) -> Iterator:
@@ -76,6 +90,9 @@ class ResumableLoader(torch.utils.data.DataLoader):
     `prefetch` > 0 with `num_workers=0`: a background thread of this process makes up to `prefetch`
     batches ahead (`prefetched`), so decoding and augmentation overlap the training step while the
     decoded-sample cache stays in this process. The batches are the same, in the same order.
+
+    `in_step`: the ranks of a process group yield the same number of batches (`lockstep`, with
+    `pad` making the empty batch of a rank that ran out; None: the epoch ends with the shortest rank).
     """
 
     def __init__(
@@ -84,6 +101,8 @@ class ResumableLoader(torch.utils.data.DataLoader):
         num_workers: int = 0,
         position: Callable[[], tuple[int, int]] | None = None,
         prefetch: int = 0,
+        in_step: bool = False,
+        pad: Callable[[], object] | None = None,
     ) -> None:
         if prefetch < 0:
             raise ValueError(f"prefetch must be ≥ 0 batches, got {prefetch}")
@@ -94,6 +113,7 @@ class ResumableLoader(torch.utils.data.DataLoader):
         super().__init__(dataset, batch_size=None, num_workers=num_workers)
         self.position = position
         self.prefetch = prefetch
+        self.in_step, self.pad = in_step, pad
         self.iterations = 0
 
     def __iter__(self) -> Iterator:
@@ -101,7 +121,8 @@ class ResumableLoader(torch.utils.data.DataLoader):
         self.iterations += 1
         self.dataset.epoch_seed.epoch = epoch  # set before the workers copy the pipeline
         batches = self._skipping(super().__iter__(), skip)
-        return prefetched(batches, self.prefetch) if self.prefetch else batches
+        batches = prefetched(batches, self.prefetch) if self.prefetch else batches
+        return lockstep(batches, self.pad) if self.in_step else batches
 
     @staticmethod
     def _skipping(batches: Iterator, skip: int) -> Iterator:

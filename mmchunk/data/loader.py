@@ -31,6 +31,7 @@ from mmchunk.data.decode import (
     decode_text,
     decode_video,
 )
+from mmchunk.data.distributed import ShardPart
 from mmchunk.data.epochs import EpochSeed, ResumableLoader, ShardList, shuffle_samples
 from mmchunk.data.subtitles import Cue, cue_words, json_cues
 from mmchunk.ragged import Ragged
@@ -194,22 +195,36 @@ def read_shards(urls: Iterable[str]) -> Iterator[dict | Skipped]:
             yield Skipped(None, url, f"shard unreadable after {count} samples: {reason}")
 
 
+def read_part(part: ShardPart) -> Iterator[dict | Skipped]:
+    """`read_shards` of one shard, keeping the samples `part` holds (a `Skipped` for the whole
+    shard goes to its part 0 only), each with `__order__`: (shard index, position in the shard)."""
+    position = 0
+    for item in read_shards([part.url]):
+        if isinstance(item, Skipped):
+            if (item.key is None and part.part == 0) or (item.key is not None and part.keeps(position)):
+                yield item
+            continue
+        if part.keeps(position):
+            yield {**item, "__order__": (part.index, position)}
+        position += 1
+
+
 def read_decoded(
-    urls: Iterable[str], config: DataConfig, cache: dict[str, list] | None = None
+    parts: Iterable[ShardPart], config: DataConfig, cache: dict[ShardPart, list] | None = None
 ) -> Iterator[Sample | Skipped]:
-    """`read_shards` + `decode_samples` shard by shard; with a `cache` dict, a shard read to its end
+    """`read_part` + `decode_samples` shard by shard; with a `cache` dict, a shard read to its end
     is kept (skip records included) and replayed from memory next time."""
-    for url in urls:
-        if cache is not None and url in cache:
-            yield from cache[url]
+    for part in parts:
+        if cache is not None and part in cache:
+            yield from cache[part]
             continue
         items = []
-        for item in decode_samples(read_shards([url]), config):
+        for item in decode_samples(read_part(part), config):
             if cache is not None:
                 items.append(item)
             yield item
         if cache is not None:
-            cache[url] = items
+            cache[part] = items
 
 
 def decode_samples(items: Iterable[dict | Skipped], config: DataConfig) -> Iterator[Sample | Skipped]:
@@ -253,6 +268,8 @@ def _decode(raw: dict, config: DataConfig) -> Sample:
     except DecodeError as exc:
         raise DecodeError(f".{member}: {exc}") from None
     meta = {**meta, "_sample_rate": config.sample_rate, "_native_rate": native_rate}
+    if "__order__" in raw:
+        meta["_order"] = list(raw["__order__"])
     return Sample(raw["__key__"], raw["__url__"], audio, text, video, times, meta, captions)
 
 
@@ -353,8 +370,9 @@ def make_dataset(
 ) -> wds.DataPipeline:
     """The loader pipeline over `shards` (an IterableDataset yielding `Batch`es).
 
-    Finite mode: shards are split between nodes (`split_by_node`) and DataLoader workers
-    (`split_by_worker`), each shard read once per epoch. Multi-GPU mode (`resampled=True`): every
+    Finite mode: shards are shared between the ranks of a process group (`split_shards`: whole
+    shards, and the samples of the shards left over) and then between DataLoader workers
+    (`split_by_worker`), each sample read once per epoch. Multi-GPU mode (`resampled=True`): every
     worker draws shards with replacement and `epoch_batches` caps each worker's epoch, so every rank
     sees the same number of batches. `split=False`: this process reads every shard (its caller
     has split them already). `transform`: a function applied to every decoded `Sample` just before
@@ -363,11 +381,11 @@ def make_dataset(
     config = config or DataConfig()
     urls = expand_urls(shards)
     epoch = EpochSeed(config.seed)
-    stages = [ShardList(urls, epoch, shuffle=shuffle_shards, resampled=resampled)]
+    stages = [ShardList(urls, epoch, shuffle=shuffle_shards, resampled=resampled, split=split)]
     if split and not resampled:
-        stages += [wds.split_by_node, wds.split_by_worker]
+        stages.append(wds.split_by_worker)
     cache = {} if config.cache else None
-    stages += [_urls, wds.pipelinefilter(read_decoded)(config, cache)]
+    stages.append(wds.pipelinefilter(read_decoded)(config, cache))
     if config.shuffle_buffer:
         stages.append(wds.pipelinefilter(shuffle_samples)(config.shuffle_buffer, epoch))
     if config.draw_caption:
@@ -389,11 +407,6 @@ def _map_samples(items: Iterable[Sample | Skipped], fn: Callable[[Sample], Sampl
         yield fn(item) if isinstance(item, Sample) else item
 
 
-def _urls(items: Iterable[dict]) -> Iterator[str]:
-    for item in items:
-        yield item["url"]
-
-
 def make_loader(
     shards: str | os.PathLike | Iterable[str],
     config: DataConfig | None = None,
@@ -401,8 +414,16 @@ def make_loader(
     num_workers: int = 0,
     position: Callable[[], tuple[int, int]] | None = None,
     prefetch: int = 0,
+    lockstep: str | None = None,
     **kwargs,
 ) -> ResumableLoader:
     """A `ResumableLoader` over `make_dataset(shards, config, **kwargs)` (batching happens in the
-    pipeline); `position` and `prefetch` as in `ResumableLoader`."""
-    return ResumableLoader(make_dataset(shards, config, **kwargs), num_workers, position, prefetch)
+    pipeline); `position` and `prefetch` as in `ResumableLoader`. `lockstep` keeps the ranks of a
+    process group at the same batch count (`mmchunk.data.distributed.lockstep`): "pad" (ranks that
+    run out get empty batches: evaluation) or "shortest" (the epoch ends with the first rank to run
+    out: training); None: off."""
+    if lockstep not in (None, "pad", "shortest"):
+        raise ValueError(f"lockstep: 'pad', 'shortest' or None, got {lockstep!r}")
+    pad = (lambda: collate([], [])) if lockstep == "pad" else None
+    dataset = make_dataset(shards, config, **kwargs)
+    return ResumableLoader(dataset, num_workers, position, prefetch, lockstep is not None, pad)
