@@ -24,6 +24,7 @@ from mmchunk.checkpoint import load_module
 from mmchunk.data.loader import text_byte_times
 from mmchunk.data.synth import synth_sample
 from mmchunk.model import ChunkFusionModel
+from mmchunk.objectives import Objectives
 
 
 def make_clip(seconds: float, seed: int) -> tuple[torch.Tensor, str]:
@@ -72,9 +73,11 @@ def main() -> None:
     ckpt = args.ckpt or (Path("runs/demo/model.ckpt") if Path("runs/demo/model.ckpt").exists() else None)
     torch.manual_seed(0)
     if ckpt is not None:
-        chunked = load_module(ckpt).model
+        module = load_module(ckpt)
+        chunked, objectives = module.model, module.objectives  # one training step of that recipe
     else:
         chunked = ChunkFusionModel(encoders={"audio": {}, "text": {}})
+        objectives = Objectives(None, chunked)  # the default objectives
     fixed = copy.deepcopy(chunked)
     fixed.chunker.every_token = True  # the same weights, every 50 Hz frame its own chunk
     print(f"machine: {machine_name()}, {torch.get_num_threads()} threads; torch {torch.__version__}")
@@ -92,7 +95,7 @@ def main() -> None:
 
             def step(model=model, inputs=inputs) -> None:
                 model.zero_grad(set_to_none=True)
-                model(inputs).loss.backward()
+                objectives(model(inputs), inputs)["total"].backward()
 
             times.append(median_seconds(step, args.reps, "cpu"))
         ms = [t * 1e3 for t in times]

@@ -36,7 +36,7 @@ from mmchunk.checkpoint import load_module
 from mmchunk.data import make_dataset
 from mmchunk.eval.robustness import eval_config, run_robustness
 from mmchunk.segmentation import RULES
-from mmchunk.training import batch_inputs, run_fit
+from mmchunk.training import run_fit
 
 CONDITIONS = ("clean", "white-10dB")
 COLUMNS = (
@@ -67,7 +67,7 @@ def train(rule: str, frames_per_chunk: float | None, args: argparse.Namespace) -
     if rule != "learned":
         setting = {"audio": {"rule": rule, "frames_per_chunk": frames_per_chunk}}
         extra += ["--model.segmentation", json.dumps(setting)]
-        extra += ["--model.pause_weight", "0"]  # the pause loss trains learned routing only
+        extra += ["--model.objectives.pause.weight", "0"]  # the pause loss trains learned routing only
     trainer = run_fit(
         [
             "--config", str(resolve_recipe(args.recipe)), "--trainer.default_root_dir", str(folder),
@@ -88,7 +88,7 @@ def step_seconds(ckpt: Path, val: str, reps: int) -> float:
     module.train()
 
     def step() -> None:
-        module.model(batch_inputs(batch)).loss.backward()
+        module.losses(batch)[1]["total"].backward()
         module.zero_grad(set_to_none=True)
 
     return median_seconds(step, reps, "cpu")

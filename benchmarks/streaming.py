@@ -43,7 +43,7 @@ else:
     audio = {"depth": 2, "stem": "logmel", "band_mean": True, "frame_ms": 40.0, "window_ms": 60.0,
              "context": 1, "level": "causal"}
     model = ChunkFusionModel(dim=128, encoders={"audio": audio, "text": {"depth": 2}},
-                             routing_windows={"audio": 2}).eval()
+                             routing={"windows": {"audio": 2}}).eval()
 segmenter = StreamingSegmenter(model)
 start = time.perf_counter()
 inside = 0.0

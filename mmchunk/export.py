@@ -102,15 +102,16 @@ def encode_chunks(model, inputs: dict[str, Ragged], window_s: float) -> dict[str
     audio = inputs.get("audio")
     rate = model.encoders["audio"].sample_rate
     if audio is None or audio.batch_size != 1 or audio.num_tokens <= window_s * rate:
-        return model.encode(inputs)[0]
-    chunks, routing, *_ = model.encode({m: x for m, x in inputs.items() if m != "audio"})
+        return model.encode(inputs).chunks
+    rest = model.encode({m: x for m, x in inputs.items() if m != "audio"})
+    chunks, routing = rest.chunks, rest.routing
     pooled, chunk_probs = long_audio_chunks(model, audio.values, window_s=window_s)
     chunks["audio"], _ = model.main(pooled)
     text = inputs.get("text")
     if model.ctc_head is not None and "text" in chunks and text.t_start is not None:
-        ctc = long_audio_ctc(model, audio.values, chunks["audio"], chunk_probs, window_s=window_s)
-        frames = batch_byte_frames(ctc.values, ctc.cu_seqlens, text)
-        chunks["text"] = model.aligned_text(chunks["text"], routing["text"], frames, ctc, text)
+        rest.ctc = long_audio_ctc(model, audio.values, chunks["audio"], chunk_probs, window_s=window_s)
+        rest.frames = batch_byte_frames(rest.ctc.values, rest.ctc.cu_seqlens, text)
+        chunks["text"] = model.aligned_text(chunks["text"], routing["text"], rest, text)
     return chunks
 
 

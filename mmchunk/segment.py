@@ -174,7 +174,7 @@ def segment_file(
     ctc = None
     if "audio" in inputs and model.ctc_head is not None:
         with torch.no_grad():
-            *_, ctc = model.encode({"audio": inputs["audio"]})
+            ctc = model.encode({"audio": inputs["audio"]}).ctc
         report["word_onsets"] = [round(t, 4) for t in ctc_word_onsets(ctc)[0]]
     if text is not None:
         report["words"], report["alignment"] = place_words(ctc, text, duration)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import lightning as L
 import torch
@@ -19,6 +20,7 @@ from mmchunk.data.distributed import data_parallel_world
 from mmchunk.data.loader import text_ragged
 from mmchunk.evaluation import ValidationAccumulator, merge_accumulators
 from mmchunk.model import ChunkFusionModel, FusionOutput
+from mmchunk.objectives import Objectives
 
 
 def batch_inputs(batch: Batch) -> dict:
@@ -51,60 +53,33 @@ def validate_batch(model: ChunkFusionModel, batch: Batch, accumulator: Validatio
 
 
 class AudioTextModule(L.LightningModule):
-    """The audio-text model (`ChunkFusionModel`) and how it trains.
+    """The audio-text network (`ChunkFusionModel`), the objectives it trains with, and how it trains.
 
-    Losses: contrastive, matching, ratio, next-feature (and optional CTC and bag-of-words); AdamW
-    with linear warm-up and cosine decay over the trainer's `max_steps`; validation reports
-    retrieval, compression and boundaries.
+    AdamW with linear warm-up and cosine decay over the trainer's `max_steps`; validation reports
+    retrieval, compression and boundaries. The network's arguments are `ChunkFusionModel`'s.
 
     Args:
         dim: width of every encoder, the chunker and the main network.
-        embed_dim: width of the contrastive audio and text embeddings.
-        chunk_rate_hz: target chunks per second, shared by all modalities (sets each one's ratio target).
+        embed_dim: size of the pooled audio and text embeddings.
+        chunk_rate_hz: target chunks per second, shared by all modalities (sets each one's target).
         encoders: per modality, the encoder's options (e.g. {audio: {depth: 2, stem: logmel}}).
-        main_depth: blocks of the main network on the chunks (global attention).
-        fusion_depth: blocks of the fusion stack over the chunks of all modalities in time order.
         heads: attention heads.
-        ratio_weight: weight of the ratio loss (H-Net's alpha).
-        predict_weight: weight of the next-feature prediction loss that trains the routing.
-        match_weight: weight of the audio-text matching loss of the fusion stack.
-        outer_depth: local mixing blocks on the fine chunks before the main network.
-        outer_mixer: the local mixer: recurrent, window or attention.
-        stages: chunking stages (2: a second, coarser chunking before the attention).
-        inner_ratio: compression target of the second stage.
-        moe: mixture-of-experts feed-forward ({stages, experts, top_k, weight}); null: dense.
-        backbone: chunk (the chunked backbone) or hrm (two-timescale recurrent, adaptive halting).
-        hrm: the HRM backbone's options.
-        ratio_per_sequence: hold every clip to the ratio target (not only the batch mean).
-        routing_windows: per modality, tokens averaged on each side of a boundary candidate.
-        routing_center: modalities whose routing input has the clip's mean token taken out.
-        routing_gain: modalities whose boundary probabilities get gain control at evaluation (each
-            clip's peak level scaled to the training clips' running mean: reverberant rooms).
-        ctc_weight: weight of a byte CTC loss of the audio against the transcript (0: off).
-        ctc_probe: the CTC head reads the tokens detached, through its own mixer block (the
-            aligner leaves the retrieval features alone).
-        ctc_probe_mixer: that block's mixer: window (sliding-window attention) or recurrent.
-        ctc_probe_decay: the probe's learning rate decays with the network's (false: it stays at
-            `lr` after the warm-up, so the probe keeps learning the features as they end up).
-        ctc_clips: with ctc_probe, the probe trains on this many clips of each batch (null: all).
-        video_clips: training reads the video of this many clips of each batch (null: all; needs
-            match_weight 0): the video only trains its routing, and retrieval reads audio and text.
-        onset_weight: weight of the second stage's word-onset routing loss, self-distilled from the
-            CTC head's alignment (needs stages: 2 and ctc_weight > 0; 0: off).
-        onset_pos_weight: the onset loss's weight on the word-onset chunks (> 1: more stage-2
-            boundaries, toward recall).
-        anchor_weight: weight of the fine audio routing's word anchors: a chunk opens at each word
-            onset of the CTC head's alignment (needs ctc_weight > 0; 0: off).
-        anchor_ramp: [start, full] steps: the anchors are off before `start` and reach
-            `anchor_weight` at `full`, linearly (they follow an alignment the probe has learned);
-            null: on from the first step.
-        pause_weight: weight of the audio routing's pause loss: no boundaries in the pauses of the
-            CTC head's own alignment of the transcript (needs ctc_weight > 0; 0: off).
-        word_weight: weight of the bag-of-words loss of the pooled audio (0: off).
-        word_buckets: hash buckets of the bag-of-words loss.
+        backbone: the main network on the chunks: {depth, outer_depth, outer_mixer, stages, window,
+            moe, tied_routing} (`ChunkBackbone`), or {kind: hrm, ...} (`HRMBackbone`).
+        fusion_depth: attention blocks of the fusion stack over the merged chunks of all modalities.
+        routing: the shared chunker's routing per modality: {windows: {audio: 2}, center: [video],
+            gain: [audio]} (tokens averaged each side, per-clip centring, gain control).
         segmentation: per modality, a baseline rule in place of learned routing, e.g.
-            {audio: {rule: fixed, frames_per_chunk: 3.7}} (rules: fixed, random, energy_vad,
-            silero_vad; `mmchunk.segmentation`); null: learned everywhere.
+            {audio: {rule: fixed, frames_per_chunk: 3.7}} (fixed, random, energy_vad, silero_vad).
+        aligner: a byte CTC head on the audio tokens: {probe: true (reads them detached, through its
+            own block), mixer: window | recurrent, clips: N (trains on N clips per batch)}; null: none.
+        video_clips: training reads the video of this many clips of each batch (null: all).
+        objectives: name → options of each training objective, in order (`mmchunk.objectives`:
+            contrastive, ratio, predict, match, moe, ctc, pause, anchor, onset, words, or any
+            `Objective` subclass by import path); null: `DEFAULT_OBJECTIVES`. A weight of 0 turns
+            one off.
+        probe_decay: a detached CTC probe's learning rate decays with the network's (false: it stays
+            at `lr` after the warm-up, so the probe keeps learning the features as they end up).
         lr: peak learning rate.
         weight_decay: AdamW weight decay.
         warmup_steps: steps of linear warm-up.
@@ -120,37 +95,15 @@ class AudioTextModule(L.LightningModule):
         embed_dim: int = 128,
         chunk_rate_hz: float = 6.0,
         encoders: dict | None = None,
-        main_depth: int = 2,
-        fusion_depth: int = 1,
         heads: int = 4,
-        ratio_weight: float = 0.03,
-        predict_weight: float = 0.1,
-        match_weight: float = 0.5,
-        outer_depth: int = 1,
-        outer_mixer: str = "recurrent",
-        stages: int = 1,
-        inner_ratio: float = 3.0,
-        moe: dict | None = None,
-        backbone: str = "chunk",
-        hrm: dict | None = None,
-        ratio_per_sequence: bool = True,
-        routing_windows: dict[str, int] | None = None,
-        routing_center: list[str] | None = None,
-        routing_gain: list[str] | None = None,
-        ctc_weight: float = 0.0,
-        onset_weight: float = 0.0,
-        onset_pos_weight: float = 1.0,
-        anchor_weight: float = 0.0,
-        anchor_ramp: list[int] | None = None,
-        pause_weight: float = 0.0,
-        ctc_probe: bool = False,
-        ctc_probe_mixer: str = "window",
-        ctc_probe_decay: bool = True,
-        ctc_clips: int | None = None,
-        video_clips: int | None = None,
-        word_weight: float = 0.0,
-        word_buckets: int = 4096,
+        backbone: dict[str, Any] | None = None,
+        fusion_depth: int = 1,
+        routing: dict[str, Any] | None = None,
         segmentation: dict[str, dict] | None = None,
+        aligner: dict[str, Any] | None = None,
+        video_clips: int | None = None,
+        objectives: dict[str, dict[str, Any] | None] | None = None,
+        probe_decay: bool = True,
         lr: float = 5e-4,
         weight_decay: float = 0.01,
         warmup_steps: int = 20,
@@ -158,27 +111,25 @@ class AudioTextModule(L.LightningModule):
         init_from: str | None = None,
     ) -> None:
         super().__init__()
-        if anchor_ramp is not None and not (len(anchor_ramp) == 2 and 0 <= anchor_ramp[0] <= anchor_ramp[1]):
-            raise ValueError(
-                f"anchor_ramp: expected [start, full] steps with 0 <= start <= full, got {anchor_ramp}"
-            )
         self.save_hyperparameters()
         self.model = ChunkFusionModel(
-            dim=dim, embed_dim=embed_dim, chunk_rate_hz=chunk_rate_hz, encoders=encoders,
-            main_depth=main_depth, fusion_depth=fusion_depth, heads=heads, ratio_weight=ratio_weight,
-            predict_weight=predict_weight, match_weight=match_weight, outer_depth=outer_depth,
-            outer_mixer=outer_mixer, stages=stages, inner_ratio=inner_ratio, moe=moe,
-            backbone=backbone, hrm=hrm, ratio_per_sequence=ratio_per_sequence,
-            routing_windows=routing_windows, routing_center=routing_center or (),
-            routing_gain=routing_gain or (), ctc_weight=ctc_weight, onset_weight=onset_weight,
-            onset_pos_weight=onset_pos_weight,
-            anchor_weight=anchor_weight, pause_weight=pause_weight, ctc_probe=ctc_probe, ctc_clips=ctc_clips,
-            ctc_probe_mixer=ctc_probe_mixer, video_clips=video_clips, word_weight=word_weight,
-            word_buckets=word_buckets,
-            segmentation=segmentation,
+            dim=dim, embed_dim=embed_dim, chunk_rate_hz=chunk_rate_hz, encoders=encoders, heads=heads,
+            backbone=backbone, fusion_depth=fusion_depth, routing=routing, segmentation=segmentation,
+            aligner=aligner, video_clips=video_clips,
         )  # fmt: skip
+        self.objectives = Objectives(objectives, self.model)
+        if self.model.ctc_head is not None and "ctc" not in self.objectives:
+            raise ValueError(
+                "aligner: the CTC head needs the ctc objective to train it (objectives: {ctc: {}})"
+            )
         self.validation = ValidationAccumulator(self.model.token_periods)
         self.loader_epoch_offset = 0  # Lightning's epoch count minus the loader's (see on_load_checkpoint)
+
+    def losses(self, batch: Batch, step: int = 0) -> tuple[FusionOutput, dict[str, torch.Tensor]]:
+        """The network's output on `batch` and every objective's terms (with `total`) at `step`."""
+        inputs = batch_inputs(batch)
+        out = self.model(inputs, self.objectives.needs_alignment if self.training else None)
+        return out, self.objectives(out, inputs, step)
 
     def setup(self, stage: str) -> None:
         """Before fitting, copy the weights of `init_from` (a resumed run restores its checkpoint
@@ -218,13 +169,12 @@ class AudioTextModule(L.LightningModule):
         _, world = data_parallel_world()
         if len(batch) < 2:  # a batch that only carries skip records, or a single sample: nothing to contrast
             return self.every_parameter_zero() if world > 1 else None  # DDP: every rank all-reduces
-        scales = {"anchor": self.anchor_scale(self.global_step)}
-        out = self.model(batch_inputs(batch), scales)
-        logged = {f"train/{k}": v for k, v in out.losses.items()}
+        out, terms = self.losses(batch, self.global_step)
+        logged = {f"train/{k}": v for k, v in terms.items()}
         logged.update({f"train/compression_{m}": r.compression for m, r in out.routing.items()})
         self.log_dict(logged, batch_size=len(batch))
         self.log("train/skipped", float(len(batch.skipped)), reduce_fx="sum", batch_size=len(batch))
-        return out.loss + self.every_parameter_zero() if world > 1 else out.loss
+        return terms["total"] + self.every_parameter_zero() if world > 1 else terms["total"]
 
     def every_parameter_zero(self) -> torch.Tensor:
         """0 that depends on every trainable parameter: added to a data-parallel loss, every rank's
@@ -232,20 +182,12 @@ class AudioTextModule(L.LightningModule):
         head without loss), so DDP's all-reduce is the same on every rank and nothing hangs."""
         return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
 
-    def anchor_scale(self, step: int) -> float:
-        """The factor on `anchor_weight` at optimizer step `step` (`anchor_ramp`)."""
-        if self.hparams.anchor_ramp is None:
-            return 1.0
-        start, full = self.hparams.anchor_ramp
-        if step < start:
-            return 0.0
-        return 1.0 if step >= full else (step - start) / (full - start)
-
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         if len(batch) == 0:  # skip records only, or a rank's padding (`lockstep`)
             return
         out = validate_batch(self.model, batch, self.validation)
-        self.validation.add_loss(out.loss.item(), len(batch))
+        terms = self.objectives(out, batch_inputs(batch), self.global_step)
+        self.validation.add_loss(terms["total"].item(), len(batch))
 
     def on_validation_epoch_end(self) -> None:
         """Score the whole validation set: under data parallelism every rank's clips are gathered
@@ -280,7 +222,7 @@ class AudioTextModule(L.LightningModule):
 
     def configure_optimizers(self):
         """AdamW with warm-up and cosine decay; a detached CTC probe in its own group, which with
-        `ctc_probe_decay: false` keeps the peak rate after the warm-up (it tracks the final features)."""
+        `probe_decay: false` keeps the peak rate after the warm-up (it tracks the final features)."""
         probe = {id(p) for p in self.model.probe_parameters()}
         groups = [{"params": [p for p in self.parameters() if id(p) not in probe]}]
         if probe:
@@ -299,7 +241,7 @@ class AudioTextModule(L.LightningModule):
         def constant(step: int) -> float:
             return min(1.0, (step + 1) / warmup) if warmup else 1.0
 
-        decay = self.hparams.ctc_probe_decay
+        decay = self.hparams.probe_decay
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, [schedule, schedule if decay else constant][: len(groups)]
         )

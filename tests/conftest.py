@@ -58,9 +58,9 @@ def trained(tmp_path_factory):
         "--config", str(RECIPE), "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
         "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root / "run"),
         "--trainer.logger.init_args.save_dir", str(root / "run"),
-        "--model.dim", "32", "--model.embed_dim", "16", "--model.heads", "2", "--model.main_depth", "1",
+        "--model.dim", "32", "--model.embed_dim", "16", "--model.heads", "2", "--model.backbone.depth", "1",
         "--data.train", str(data / "train"), "--data.val", str(data / "val"),
-        "--data.max_samples", "4", "--model.pause_weight", "0",
+        "--data.max_samples", "4", "--model.objectives.pause.weight", "0",
     ])  # fmt: skip
     ckpt = next(root.glob("run/logs/version_*/checkpoints/last.ckpt"))
     return data, ckpt

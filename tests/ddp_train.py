@@ -18,7 +18,7 @@ import torch
 
 from mmchunk.data import DataConfig, make_dataset
 from mmchunk.evaluation import ValidationAccumulator
-from mmchunk.training import AudioTextModule, ShardDataModule, validate_batch
+from mmchunk.training import AudioTextModule, ShardDataModule, batch_inputs, validate_batch
 
 
 class RecordKeys(L.Callback):
@@ -46,16 +46,18 @@ def one_process_scores(module: AudioTextModule, val: list[str], config: DataConf
         for batch in make_dataset(val, config, split=False):
             if len(batch):
                 out = validate_batch(module.model, batch, accumulator)
-                accumulator.add_loss(out.loss.item(), len(batch))
+                terms = module.objectives(out, batch_inputs(batch))
+                accumulator.add_loss(terms["total"].item(), len(batch))
     return accumulator.compute()
 
 
 def fit_layout(layout: dict, out: Path) -> None:
     L.seed_everything(0)
     module = AudioTextModule(
-        dim=32, embed_dim=16, heads=2, main_depth=1, max_steps=layout["steps"], match_weight=0.0,
-        ctc_weight=0.1, ctc_probe=True, word_weight=0.5, word_buckets=64,
+        dim=32, embed_dim=16, heads=2, backbone={"depth": 1}, max_steps=layout["steps"],
         encoders={"audio": {"depth": 1}, "text": {"depth": 1}, "video": {"depth": 1, "fps": 10.0}},
+        aligner={"probe": True}, objectives={"contrastive": {}, "ratio": {}, "predict": {}, "ctc": {},
+                                             "words": {"buckets": 64}},
     )  # fmt: skip
     val = layout["val"] or layout["train"]
     data = ShardDataModule(train=layout["train"], val=val, max_samples=2, shuffle_buffer=0, video_fps=10.0)

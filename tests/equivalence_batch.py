@@ -1,4 +1,4 @@
-"""The fixed batch, weights and recipe settings of the objectives' equivalence fixture (no model code).
+"""The fixed batch, weights and recipe settings of the objectives' equivalence test (no model code).
 
 `fixed_batch()` is built from a seed (no file): four clips of noise bursts between silences, with
 transcripts, three of them with video, one shorter than a word. `recipe_model_args(name)` is the

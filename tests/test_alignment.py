@@ -90,10 +90,11 @@ def test_model_with_a_ctc_head_places_words_and_validation_scores_them():
     from mmchunk.evaluation import ValidationAccumulator
     from tests.test_model import small_model, tiny_batch
 
-    model = small_model(ctc_weight=0.1)
+    model = small_model(aligner={})
     inputs = {m: x for m, x in tiny_batch().items() if m != "video"}
     out = model(inputs)
-    assert out.ctc.values.shape == (out.routing["audio"].residual.shape[0], 257) and "ctc" in out.losses
+    assert out.ctc.values.shape == (out.routing["audio"].residual.shape[0], 257)
+    assert out.frames is None and model.eval()(inputs).frames is not None  # evaluation aligns
     frames = out.ctc.cu_seqlens.diff().tolist()
     texts = ["a b c", "d e", "x" * frames[2]]  # the third needs a blank between each of its x's
     spans = ctc_word_spans(out.ctc, texts)
@@ -142,35 +143,39 @@ def test_onset_targets_mark_the_chunk_nearest_each_word_opening():
 
 
 def test_onset_loss_trains_the_second_stage_from_the_ctc_head_alone():
-    from tests.test_model import small_model
+    from tests.test_model import small_model, small_net, train_terms
 
-    with pytest.raises(ValueError, match="stages: 2"):
-        small_model(ctc_weight=0.1, onset_weight=0.5)
-    with pytest.raises(ValueError, match="ctc_weight > 0"):
-        small_model(stages=2, onset_weight=0.5)
-    with pytest.raises(ValueError, match="need ctc_weight > 0"):
-        small_model(ctc_probe=True)
-    with pytest.raises(ValueError, match="ctc_clips"):
-        small_model(ctc_weight=0.1, ctc_clips=16)  # without the probe
-    with pytest.raises(ValueError, match="ctc_clips"):
-        small_model(ctc_weight=0.1, ctc_probe=True, ctc_clips=0)
-    with pytest.raises(ValueError, match="ctc_probe_mixer: window or recurrent, got 'attention'"):
-        small_model(ctc_weight=0.1, ctc_probe=True, ctc_probe_mixer="attention")
+    onset = {"ctc": {}, "onset": {"weight": 0.5}}
+    untied = {"stages": 2, "tied_routing": False}
+    with pytest.raises(ValueError, match="onset: trains a second chunking stage with untied routing"):
+        small_net(aligner={}, objectives=onset)
+    with pytest.raises(ValueError, match="onset: trains a second chunking stage with untied routing"):
+        small_net(aligner={}, backbone={"stages": 2}, objectives=onset)  # tied
+    with pytest.raises(
+        ValueError, match="onset: trains the second stage from the CTC head's alignment: it needs"
+    ):
+        small_net(backbone=untied, objectives={"onset": {}})
+    with pytest.raises(ValueError, match=r"aligner\.clips"):
+        small_model(aligner={"clips": 16})  # without the probe
+    with pytest.raises(ValueError, match=r"aligner\.clips"):
+        small_model(aligner={"probe": True, "clips": 0})
+    with pytest.raises(ValueError, match=r"aligner\.mixer: window or recurrent, got 'attention'"):
+        small_model(aligner={"probe": True, "mixer": "attention"})
+    with pytest.raises(ValueError, match=r"aligner: unknown option 'prob' \(known: probe, mixer, clips\)"):
+        small_model(aligner={"prob": True})
     fixed = {"audio": {"rule": "fixed", "frames_per_chunk": 4}}  # fine chunks to choose from at init
-    model = small_model(stages=2, ctc_weight=0.1, onset_weight=0.5, match_weight=0.0, segmentation=fixed)
+    model, objectives = small_net(aligner={}, backbone=untied, objectives=onset, segmentation=fixed)
     torch.manual_seed(1)
     audio = Ragged.from_list([0.1 * torch.randn(n) for n in (32000, 24000)])
     text = Ragged.from_list([torch.tensor(list(t)) for t in (b"a red cube", b"two")])
-    out = model({"audio": audio, "text": text})
-    assert torch.isfinite(out.losses["onset"]) and out.losses["onset"] > 0
+    _, terms = train_terms(model, objectives, {"audio": audio, "text": text})
+    assert torch.isfinite(terms["onset"]) and terms["onset"] > 0
     assert model.main.chunker.k_proj is not model.main.chunker.q_proj  # untied: an onset detector
     stage2 = model.main.chunker.q_proj.weight
-    (grad,) = torch.autograd.grad(out.losses["onset"], stage2)
+    (grad,) = torch.autograd.grad(terms["onset"], stage2)
     assert grad.abs().sum() > 0
-    without = small_model(stages=2, ctc_weight=0.1, match_weight=0.0)
-    assert "onset" not in without({"audio": audio, "text": text}).losses
-    with pytest.raises(ValueError, match="onset_pos_weight: must be > 0, got 0"):
-        small_model(stages=2, ctc_weight=0.1, onset_weight=0.5, onset_pos_weight=0.0)
+    with pytest.raises(ValueError, match="onset: pos_weight must be > 0, got 0"):
+        small_net(aligner={}, backbone=untied, objectives={"ctc": {}, "onset": {"pos_weight": 0.0}})
 
 
 def test_onset_loss_weights_the_onset_chunks_by_hand():
@@ -212,31 +217,35 @@ def test_pause_tokens_lie_between_the_aligned_words_by_hand():
 
 @pytest.mark.parametrize("kind", ["pause", "anchor"])
 def test_pause_and_anchor_losses_train_the_audio_routing_from_the_ctc_head_alone(kind):
-    from tests.test_model import small_model
+    from tests.test_model import small_net, train_terms
 
-    weight = {f"{kind}_weight": 0.5}
-    with pytest.raises(ValueError, match=rf"{kind}_weight.*ctc_weight > 0"):
-        small_model(**weight)
+    base = {"contrastive": {}, "ratio": {}, "predict": {}, "ctc": {}}
+    with_kind = {**base, kind: {"weight": 0.5}}
+    with pytest.raises(ValueError, match=rf"{kind}: trains the learned audio chunker .* needs model.aligner"):
+        small_net(objectives={kind: {}})
     with pytest.raises(ValueError, match="learned audio chunks"):
-        small_model(
-            ctc_weight=0.1, **weight, segmentation={"audio": {"rule": "fixed", "frames_per_chunk": 4}}
+        small_net(
+            aligner={}, objectives=with_kind, segmentation={"audio": {"rule": "fixed", "frames_per_chunk": 4}}
         )
     with pytest.raises(ValueError, match="learned audio chunks"):
-        small_model(ctc_weight=0.1, **weight, chunking=False)
-    model = small_model(ctc_weight=0.1, **weight, match_weight=0.0)
+        small_net(aligner={}, objectives=with_kind, chunking=False)
+    model, objectives = small_net(aligner={}, objectives=with_kind)
+    assert objectives.needs_alignment
     torch.manual_seed(1)
     audio = Ragged.from_list([0.1 * torch.randn(n) for n in (32000, 24000)])
     text = Ragged.from_list([torch.tensor(list(t)) for t in (b"a b", b"t")])
-    out = model({"audio": audio, "text": text})
-    assert torch.isfinite(out.losses[kind]) and out.losses[kind] > 0
-    (grad,) = torch.autograd.grad(out.losses[kind], model.chunker.q_proj.weight)
+    inputs = {"audio": audio, "text": text}
+    out, terms = train_terms(model, objectives, inputs)
+    assert torch.isfinite(terms[kind]) and terms[kind] > 0
+    (grad,) = torch.autograd.grad(terms[kind], model.chunker.q_proj.weight, retain_graph=True)
     assert grad.abs().sum() > 0
-    without = small_model(ctc_weight=0.1, match_weight=0.0)({"audio": audio, "text": text})
-    assert kind not in without.losses
-    weighted = out.losses["total"] - 0.5 * out.losses[kind]
-    assert torch.allclose(weighted, without.losses["total"], atol=1e-5)  # the same network otherwise
-    scaled = model({"audio": audio, "text": text}, scales={kind: 0.25})  # a schedule's factor
-    assert torch.allclose(scaled.losses["total"] - 0.125 * scaled.losses[kind], weighted, atol=1e-5)
+    without_model, without = small_net(aligner={}, objectives=base)
+    assert not without.needs_alignment
+    other = without(without_model(inputs), inputs)
+    assert kind not in other
+    weighted = terms["total"] - 0.5 * terms[kind]
+    assert torch.allclose(weighted, other["total"], atol=1e-5)  # the same network otherwise
+    assert torch.allclose(objectives(out, inputs)["total"], terms["total"])
 
 
 def test_anchor_loss_is_the_log_boundary_probability_at_the_aligned_word_openings_by_hand():
@@ -262,17 +271,25 @@ def test_anchor_loss_is_the_log_boundary_probability_at_the_aligned_word_opening
 
 
 def test_anchor_ramp_switches_the_anchors_on_linearly():
-    from mmchunk.training import AudioTextModule
+    from mmchunk.objectives import Anchor
 
-    small = dict(dim=32, embed_dim=16, heads=2, main_depth=1, ctc_weight=0.1, anchor_weight=0.5)
-    scale = AudioTextModule(**small, anchor_ramp=[10, 30]).anchor_scale
-    assert [scale(s) for s in (0, 9, 10, 15, 20, 29, 30, 400)] == [0.0, 0.0, 0.0, 0.25, 0.5, 0.95, 1.0, 1.0]
-    step = AudioTextModule(**small, anchor_ramp=[5, 5]).anchor_scale
-    assert [step(s) for s in (0, 4, 5, 6)] == [0.0, 0.0, 1.0, 1.0]  # a switch, no division by zero
-    assert AudioTextModule(**small).anchor_scale(0) == 1.0  # no ramp: on from the first step
+    scale = Anchor(0.5, ramp=[10, 30]).weight_at
+    assert [scale(s) for s in (0, 9, 10, 15, 20, 29, 30, 400)] == [
+        0.0,
+        0.0,
+        0.0,
+        0.125,
+        0.25,
+        0.475,
+        0.5,
+        0.5,
+    ]
+    step = Anchor(0.5, ramp=[5, 5]).weight_at
+    assert [step(s) for s in (0, 4, 5, 6)] == [0.0, 0.0, 0.5, 0.5]  # a switch, no division by zero
+    assert Anchor(0.5).weight_at(0) == 0.5  # no ramp: on from the first step
     for bad in ([30, 10], [-1, 5], [5]):
-        with pytest.raises(ValueError, match=r"anchor_ramp: expected \[start, full\]"):
-            AudioTextModule(**small, anchor_ramp=bad)
+        with pytest.raises(ValueError, match=r"anchor: ramp: expected \[start, full\]"):
+            Anchor(0.5, ramp=bad)
 
 
 def test_aligned_byte_times_by_hand():
@@ -291,7 +308,7 @@ def test_aligned_byte_times_by_hand():
 def test_text_chunks_take_the_aligned_times_and_the_text_embedding_ignores_them():
     from tests.test_model import small_model
 
-    model = small_model(ctc_weight=0.1).eval()
+    model = small_model(aligner={}).eval()
     torch.manual_seed(1)
     audio = Ragged.from_list([0.1 * torch.randn(n) for n in (32000, 24000)])
     audio = Ragged(audio.values, audio.cu_seqlens, t_start=torch.zeros(56000), t_end=torch.zeros(56000))
@@ -299,7 +316,8 @@ def test_text_chunks_take_the_aligned_times_and_the_text_embedding_ignores_them(
     own = [torch.linspace(0, 1, len(t)) for t in texts]
     text = Ragged.from_list([torch.tensor(list(t)) for t in texts], t_start=own, t_end=[t + 0.1 for t in own])
     with torch.no_grad():
-        chunks, routing, _, ctc = model.encode({"audio": audio, "text": text})
+        out = model.encode({"audio": audio, "text": text})
+        chunks, routing, ctc = out.chunks, out.routing, out.ctc
         starts, ends = aligned_byte_times(batch_byte_frames(ctc.values, ctc.cu_seqlens, text), ctc, text)
         first = routing["text"].boundary_mask.nonzero().squeeze(1).tolist()
         last = [*(f - 1 for f in first[1:]), text.num_tokens - 1]
@@ -323,25 +341,27 @@ def test_word_onsets_without_the_transcript_by_hand():
 
 @pytest.mark.parametrize(("probe", "mixer"), [(False, "window"), (True, "window"), (True, "recurrent")])
 def test_a_ctc_probe_leaves_the_retrieval_features_alone(probe, mixer):
-    from tests.test_model import small_model, tiny_batch
+    from tests.test_model import small_net, tiny_batch, train_terms
 
-    model = small_model(ctc_weight=0.1, ctc_probe=probe, ctc_probe_mixer=mixer, match_weight=0.0)
+    model, objectives = small_net(aligner={"probe": probe, "mixer": mixer}, objectives={"ctc": {}})
     inputs = {m: x for m, x in tiny_batch().items() if m != "video"}
     inputs["text"] = Ragged.from_list([torch.tensor(list(t)) for t in (b"ab", b"c", b"de")])
-    ctc = model(inputs).losses["ctc"]
+    ctc = train_terms(model, objectives, inputs)[1]["ctc"]
     shared = [*model.encoders["audio"].parameters(), *model.main.parameters()]
     grads = torch.autograd.grad(ctc, shared, allow_unused=True)
     touched = any(g is not None and g.abs().sum() > 0 for g in grads)
     assert touched is not probe  # detached: the CTC loss trains only the probe and the head
     if probe:
-        (grad,) = torch.autograd.grad(model(inputs).losses["ctc"], [next(model.ctc_probe.parameters())])
+        (grad,) = torch.autograd.grad(
+            train_terms(model, objectives, inputs)[1]["ctc"], [next(model.ctc_probe.parameters())]
+        )
         assert grad.abs().sum() > 0
 
 
 def test_the_probe_trains_on_the_first_ctc_clips_and_evaluates_all():
     from tests.test_model import small_model, tiny_batch
 
-    model = small_model(ctc_weight=0.1, ctc_probe=True, ctc_clips=2, match_weight=0.0)
+    model = small_model(aligner={"probe": True, "clips": 2})
     inputs = {m: x for m, x in tiny_batch().items() if m != "video"}
     frames = model(inputs).ctc.cu_seqlens  # training: the first two clips
     model.eval()

@@ -123,8 +123,9 @@ def test_formats_benchmark(tmp_path):
 def test_segmentation_benchmark(trained, tmp_path):
     """Learned against fixed-stride and VAD-edge segmentations, 2 steps each; a second run trains nothing."""
     data, ckpt = trained
-    tiny = ["--", "--model.dim", "32", "--model.embed_dim", "16", "--model.heads", "2", "--model.main_depth",
-            "1", "--data.max_samples", "4", "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    tiny = ["--", "--model.dim", "32", "--model.embed_dim", "16", "--model.heads", "2",
+            "--model.backbone.depth", "1", "--data.max_samples", "4",
+            "--trainer.enable_progress_bar", "false"]  # fmt: skip
     args = ["--data", str(data), "--out", str(tmp_path), "--steps", "2", "--reps", "1",
             "--learned", str(ckpt), "--rules", "fixed,energy_vad", *tiny]  # fmt: skip
     out = run("segmentation.py", *args)
@@ -186,8 +187,11 @@ def test_real_alignment_benchmark(trained, tmp_path):
 
     torch.manual_seed(0)
     small = {m: {"depth": 1} for m in ("audio", "text")}
-    words = AudioTextModule(dim=32, embed_dim=16, heads=2, main_depth=1, ctc_weight=0.1, stages=2,
-                            onset_weight=1.0, encoders=small)  # fmt: skip
+    backbone = {"depth": 1, "stages": 2, "tied_routing": False}
+    objectives = {"contrastive": {}, "ctc": {}, "onset": {}}
+    words = AudioTextModule(
+        dim=32, embed_dim=16, heads=2, backbone=backbone, aligner={}, objectives=objectives, encoders=small
+    )
     two = tmp_path / "words.ckpt"
     torch.save({"state_dict": words.state_dict(), "hyper_parameters": dict(words.hparams)}, two)
     out = run("real_alignment.py", "--ckpt", str(two), str(tmp_path))

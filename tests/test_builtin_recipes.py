@@ -63,7 +63,11 @@ def test_layered_recipes_build_their_model(name):
 
     base = yaml.safe_load(resolve_recipe("demo_cpu").read_text())["model"]
     layer = yaml.safe_load(resolve_recipe(name).read_text())["model"]
-    model = AudioTextModule(**{**base, **layer}).model
-    assert model.weights["ctc"] == layer.get("ctc_weight", base.get("ctc_weight", 0.0))
-    assert model.inner_ratio == layer.get("inner_ratio", base.get("inner_ratio", 3.0))
-    assert (model.ctc_probe is not None) == layer.get("ctc_probe", base.get("ctc_probe", False))
+    module = AudioTextModule(**{**base, **layer})
+    objectives = layer.get("objectives", base["objectives"])  # a layer names every objective or none
+    assert list(module.objectives) == list(objectives)
+    for name, options in objectives.items():
+        assert module.objectives[name].weight == options.get("weight", module.objectives[name].weight)
+    aligner = layer.get("aligner", base["aligner"])
+    assert (module.model.ctc_probe is not None) == aligner.get("probe", False)
+    assert module.model.backbone_config == layer.get("backbone", base["backbone"])

@@ -110,7 +110,7 @@ def test_multi_caption_protocol_by_hand():
 def test_validation_embeds_every_caption(laion):
     torch.manual_seed(0)
     encoders = {"audio": {"depth": 1}, "text": {"depth": 1}}
-    model = ChunkFusionModel(dim=32, embed_dim=16, heads=2, main_depth=1, encoders=encoders).eval()
+    model = ChunkFusionModel(dim=32, embed_dim=16, heads=2, backbone={"depth": 1}, encoders=encoders).eval()
     (batch,) = list(make_dataset(laion, DataConfig(max_samples=8, use_video=False)))
     acc = ValidationAccumulator()
     with torch.no_grad():

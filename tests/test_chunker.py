@@ -275,12 +275,12 @@ def test_routing_center_subtracts_each_sequence_mean_of_its_modality():
     assert centred(frames).boundary_mask.tolist() == [True, False, False, False, True, False, False, False]
     still = Ragged.from_list([torch.full((5, dim), 3.0)], modality=[torch.ones(5, dtype=torch.long)])
     assert int(centred(still).boundary_mask.sum()) == 1  # all-zero after centring: one chunk
-    with pytest.raises(ValueError, match="routing_center: unknown modality 'smell'"):
+    with pytest.raises(ValueError, match=r"routing\.center: unknown modality 'smell'"):
         from mmchunk.model import ChunkFusionModel
 
-        ChunkFusionModel(dim=8, routing_center=["smell"])
+        ChunkFusionModel(dim=8, routing={"center": ["smell"]})
     with pytest.raises(ValueError, match="a list of modality names, got the string 'video'"):
-        ChunkFusionModel(dim=8, routing_center="video")
+        ChunkFusionModel(dim=8, routing={"center": "video"})
 
 
 def test_window_means_match_a_per_sequence_loop():

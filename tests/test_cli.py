@@ -155,10 +155,10 @@ def test_segment_with_a_transcript_places_its_words(tmp_path):
     assert len(words) == 100
     empty = run("segment", str(tmp_path / "clip.flac"), "--text", " ")
     assert "transcript to align is empty" in one_line_error(empty, "segment")
-    model = small_model(ctc_weight=0.1).eval()
+    model = small_model(aligner={}).eval()
     wave = torch.from_numpy(soundfile.read(tmp_path / "clip.flac", dtype="float32")[0])
     with torch.no_grad():
-        *_, ctc = model.encode({"audio": Ragged.from_list([wave])})
+        ctc = model.encode({"audio": Ragged.from_list([wave])}).ctc
     words, method = place_words(ctc, meta["text"], meta["duration"])
     assert method == "ctc" and [w["word"] for w in words] == meta["text"].split()
     flat = [t for w in words for t in (w["start"], w["end"])]
@@ -177,11 +177,10 @@ def test_segment_reports_the_coarse_chunks_and_word_onsets_of_a_words_model(tmp_
         dim=32,
         embed_dim=16,
         heads=2,
-        main_depth=1,
+        backbone={"depth": 1, "stages": 2, "tied_routing": False},
         encoders=small,
-        ctc_weight=0.1,
-        stages=2,
-        onset_weight=1.0,
+        aligner={},
+        objectives={"contrastive": {}, "ctc": {}, "onset": {}},
     )
     ckpt = tmp_path / "ctc.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)
@@ -222,9 +221,13 @@ def test_recipes_resolve_and_layer(base_arg, layer_args, tmp_path, monkeypatch):
     assert result.returncode == 0, result.stderr
     model = yaml.safe_load(result.stdout)["model"]
     base = yaml.safe_load((recipes / "demo_cpu.yaml").read_text())["model"]
-    assert model["backbone"] == ("hrm" if layer else "chunk") and model["dim"] == base["dim"]
-    assert model["routing_center"] == base["routing_center"] == ["video"]
-    assert (model["hrm"] or {}).get("segments") == (2 if layer else None)
+    assert (
+        model["backbone"].get("kind", "chunk") == ("hrm" if layer else "chunk")
+        and model["dim"] == base["dim"]
+    )
+    assert model["routing"]["center"] == base["routing"]["center"] == ["video"]
+    assert model["backbone"].get("segments") == (2 if layer else None)
+    assert model["objectives"] == base["objectives"]  # the layer names none: the base's stay
 
 
 def test_unknown_recipe_name_is_a_one_line_error():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from mmchunk.hrm import HierarchicalReasoning, act_halt, continue_target, exploration_min_steps
@@ -98,17 +97,11 @@ def test_act_halts_within_max_steps_and_uses_more_when_allowed():
 
 
 def test_hrm_backbone_in_the_fusion_model():
-    from test_model import tiny_batch
+    from test_model import small_net, tiny_batch, train_terms
 
-    from mmchunk.model import ChunkFusionModel
-
-    torch.manual_seed(0)
-    small = {m: {"depth": 1} for m in ("audio", "text", "video")}
-    hrm = {"h_cycles": 2, "l_cycles": 3, "segments": 2}
-    model = ChunkFusionModel(dim=32, embed_dim=16, heads=2, encoders=small, backbone="hrm", hrm=hrm)
-    out = model(tiny_batch())
-    assert torch.isfinite(out.loss)
-    out.loss.backward()
+    hrm = {"kind": "hrm", "h_cycles": 2, "l_cycles": 3, "segments": 2}
+    model, objectives = small_net(("audio", "text", "video"), backbone=hrm)
+    _, terms = train_terms(model, objectives, tiny_batch())
+    assert torch.isfinite(terms["total"])
+    terms["total"].backward()
     assert model.main.hrm.high[0].mixer.qkv.weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="backbone"):
-        ChunkFusionModel(dim=32, heads=2, encoders=small, backbone="rnn")

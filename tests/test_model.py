@@ -32,6 +32,7 @@ from mmchunk.losses import (
 )
 from mmchunk.metrics import retrieval_metrics
 from mmchunk.model import ChunkFusionModel
+from mmchunk.objectives import Objectives
 from mmchunk.ragged_ops import mean_pool, select_rows, take_sequences
 
 
@@ -397,27 +398,45 @@ def tiny_batch():
     return {"audio": audio, "text": text, "video": video}
 
 
-def small_model(modalities: tuple[str, ...] = ("audio", "text"), **kwargs) -> ChunkFusionModel:
-    """The tests' common model: seeded, 32 wide, one block per encoder and main network, on
-    `modalities`; `kwargs` go to `ChunkFusionModel`."""
+def small_model(modalities: tuple[str, ...] = ("audio", "text"), **network) -> ChunkFusionModel:
+    """The tests' common network: seeded, 32 wide, one block per encoder and main network, on
+    `modalities`; `network` goes to `ChunkFusionModel` (a `backbone` dict is merged)."""
     torch.manual_seed(0)
     encoders = {m: {"depth": 1} for m in modalities}
-    return ChunkFusionModel(dim=32, embed_dim=16, main_depth=1, heads=2, encoders=encoders, **kwargs)
+    backbone = network.pop("backbone", {})
+    if backbone.get("kind", "chunk") == "chunk":
+        backbone = {"depth": 1, **backbone}
+    return ChunkFusionModel(dim=32, embed_dim=16, heads=2, encoders=encoders, backbone=backbone, **network)
+
+
+def small_net(
+    modalities=("audio", "text"), objectives=None, **network
+) -> tuple[ChunkFusionModel, Objectives]:
+    """`small_model` and the `Objectives` of `objectives` (None: the defaults) set up for it."""
+    model = small_model(modalities, **network)
+    return model, Objectives(objectives, model)
+
+
+def train_terms(model: ChunkFusionModel, objectives: Objectives, inputs: dict, step: int = 0):
+    """The network's output on `inputs` and every objective's terms, as a training step computes them."""
+    out = model(inputs, align=objectives.needs_alignment)
+    return out, objectives(out, inputs, step)
 
 
 def test_fusion_model_trains_every_part():
-    torch.manual_seed(0)
-    small = {m: {"depth": 1} for m in ("audio", "text", "video")}
-    model = ChunkFusionModel(dim=32, embed_dim=16, main_depth=1, heads=2, encoders=small)
-    out = model(tiny_batch())
+    model, objectives = small_net(("audio", "text", "video"))
+    out, terms = train_terms(model, objectives, tiny_batch())
     assert out.audio_embedding.shape == out.text_embedding.shape == (3, 16)
     torch.testing.assert_close(out.audio_embedding.norm(dim=-1), torch.ones(3))
     expected = {"contrastive", "match", "total"} | {
         f"{k}_{m}" for k in ("ratio", "predict") for m in ("audio", "text", "video")
     }
-    assert set(out.losses) == expected
-    assert all(torch.isfinite(v) for v in out.losses.values())
-    out.loss.backward()
+    assert set(terms) == expected
+    assert all(torch.isfinite(v) for v in terms.values())
+    weights = {"contrastive": 1.0, "match": 0.5, "ratio": 0.03, "predict": 0.1}  # the defaults, by hand
+    want = sum(weights[k.split("_")[0]] * v for k, v in terms.items() if k != "total")
+    torch.testing.assert_close(terms["total"], want)
+    terms["total"].backward()
     names = ["chunker.q_proj.weight", "encoders.audio.proj.weight", "encoders.video.patch.weight"]
     names += [
         "encoders.text.embed.weight",
@@ -429,11 +448,14 @@ def test_fusion_model_trains_every_part():
     for name in names:
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
+    for name in ("predict.heads.audio.weight", "match.head.1.weight"):
+        grad = dict(objectives.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
     assert model.targets["audio"] == pytest.approx(50 / 6)
 
 
 def test_video_clips_trains_on_the_first_clips_and_evaluates_all():
-    model = small_model(("audio", "text", "video"), match_weight=0.0, video_clips=2)
+    model = small_model(("audio", "text", "video"), video_clips=2)
     batch = tiny_batch()  # clips of 6, 0 and 1 frames
     trained = model(batch).routing["video"]
     model.eval()
@@ -442,69 +464,98 @@ def test_video_clips_trains_on_the_first_clips_and_evaluates_all():
     assert trained.chunks.batch_size == 2 and every.chunks.batch_size == 3
     assert trained.probs.shape == (6,) and every.probs.shape == (7,)
     torch.testing.assert_close(trained.probs.detach(), every.probs[:6])  # each clip routes alone
-    with pytest.raises(ValueError, match="video_clips"):
-        small_model(("audio", "text", "video"), video_clips=2)  # the matching loss fuses every clip
-    with pytest.raises(ValueError, match="video_clips"):
-        small_model(("audio", "text", "video"), match_weight=0.0, video_clips=0)
+    with pytest.raises(
+        ValueError, match="match: fuses every clip's video: it cannot train with video_clips 2"
+    ):
+        small_net(("audio", "text", "video"), video_clips=2)  # the default objectives match
+    with pytest.raises(ValueError, match="video_clips: a number of clips ≥ 1, got 0"):
+        small_model(("audio", "text", "video"), video_clips=0)
 
 
-def test_match_weight_zero_skips_the_fusion_pass():
+def test_without_the_matching_objective_no_fusion_pass_runs():
     """The demo recipe's setting: no matching loss, and no fusion stack run in training."""
-    model = small_model(match_weight=0.0)
+    model, objectives = small_net(objectives={"contrastive": {}, "ratio": {}, "predict": {}})
     batch = tiny_batch()
-    out = model({"audio": batch["audio"], "text": batch["text"]})
-    assert "match" not in out.losses
-    parts = sum(v for k, v in out.losses.items() if k == "contrastive")
-    parts = parts + sum(0.03 * v for k, v in out.losses.items() if k.startswith("ratio"))
-    parts = parts + sum(0.1 * v for k, v in out.losses.items() if k.startswith("predict"))
-    torch.testing.assert_close(out.loss, parts)
-    out.loss.backward()
+    _, terms = train_terms(model, objectives, {"audio": batch["audio"], "text": batch["text"]})
+    assert "match" not in terms
+    parts = terms["contrastive"] + sum(0.03 * v for k, v in terms.items() if k.startswith("ratio"))
+    parts = parts + sum(0.1 * v for k, v in terms.items() if k.startswith("predict"))
+    torch.testing.assert_close(terms["total"], parts)
+    terms["total"].backward()
     assert model.fusion[0].mixer.qkv.weight.grad is None
+    _, zero = small_net(objectives={"contrastive": {}, "match": {"weight": 0}})
+    assert list(zero) == ["contrastive"]  # a weight of 0 turns an objective off
 
 
-def test_ctc_weight_adds_a_byte_ctc_loss_that_trains_the_hierarchy():
-    model = small_model(ctc_weight=0.5)
+def test_ctc_objective_adds_a_byte_ctc_loss_that_trains_the_hierarchy():
+    model, objectives = small_net(
+        aligner={}, objectives={"contrastive": {}, "match": {}, "ctc": {"weight": 0.5}}
+    )
     batch = tiny_batch()
-    out = model({"audio": batch["audio"], "text": batch["text"]})
-    assert torch.isfinite(out.losses["ctc"]) and out.losses["ctc"] > 0
-    weights = {"contrastive": 1.0, "match": 0.5, "ctc": 0.5, "ratio": 0.03, "predict": 0.1}
-    want = sum(weights[k.split("_")[0]] * v for k, v in out.losses.items() if k != "total")
-    torch.testing.assert_close(out.loss, want)  # the CTC term is in the total, with its weight
-    out.losses["ctc"].backward()
+    _, terms = train_terms(model, objectives, {"audio": batch["audio"], "text": batch["text"]})
+    assert torch.isfinite(terms["ctc"]) and terms["ctc"] > 0
+    torch.testing.assert_close(
+        terms["total"], terms["contrastive"] + 0.5 * terms["match"] + 0.5 * terms["ctc"]
+    )
+    terms["ctc"].backward()
     for name in ("ctc_head.1.weight", "main.inner.0.mixer.qkv.weight", "encoders.audio.proj.weight"):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
     assert small_model().ctc_head is None
+    with pytest.raises(ValueError, match=r"ctc: the network has no CTC head to train \(set model.aligner"):
+        small_net(objectives={"ctc": {}})
 
 
-def test_word_weight_adds_a_bag_of_words_loss_that_trains_the_audio_tower():
-    model = small_model(word_weight=0.5)
+def test_bag_of_words_objective_trains_the_audio_tower():
+    model, objectives = small_net(objectives={"contrastive": {}, "words": {"weight": 0.5}})
     batch = tiny_batch()
-    out = model({"audio": batch["audio"], "text": batch["text"]})
-    assert torch.isfinite(out.losses["words"]) and out.losses["words"] > 0
-    weights = {"contrastive": 1.0, "match": 0.5, "words": 0.5, "ratio": 0.03, "predict": 0.1}
-    want = sum(weights[k.split("_")[0]] * v for k, v in out.losses.items() if k != "total")
-    torch.testing.assert_close(out.loss, want)
-    out.losses["words"].backward()
-    for name in ("word_head.1.weight", "main.inner.0.mixer.qkv.weight", "encoders.audio.proj.weight"):
+    _, terms = train_terms(model, objectives, {"audio": batch["audio"], "text": batch["text"]})
+    assert torch.isfinite(terms["words"]) and terms["words"] > 0
+    torch.testing.assert_close(terms["total"], terms["contrastive"] + 0.5 * terms["words"])
+    terms["words"].backward()
+    for name in ("main.inner.0.mixer.qkv.weight", "encoders.audio.proj.weight"):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
+    assert objectives["words"].head[1].weight.grad.abs().sum() > 0
     assert dict(model.named_parameters())["encoders.text.embed.weight"].grad is None  # audio only
-    assert small_model().word_head is None
+    with pytest.raises(ValueError, match="words: buckets must be ≥ 2, got 1"):
+        small_net(objectives={"words": {"buckets": 1}})
+
+
+def test_objectives_by_import_path_and_bad_names():
+    from mmchunk.objectives import Contrastive, objective_class
+
+    assert objective_class("mmchunk.objectives.contrastive.Contrastive") is Contrastive
+    _, objectives = small_net(objectives={"mmchunk.objectives.contrastive.Contrastive": {"weight": 2.0}})
+    assert list(objectives) == ["mmchunk_objectives_contrastive_Contrastive"]
+    unknown = r"objectives: unknown objective 'contrast' \(built in: contrastive, "
+    with pytest.raises(ValueError, match=unknown):
+        small_net(objectives={"contrast": {}})
+    not_one = r"objectives: 'mmchunk\.model\.ChunkFusionModel' is not an Objective"
+    with pytest.raises(ValueError, match=not_one):
+        small_net(objectives={"mmchunk.model.ChunkFusionModel": {}})
+    with pytest.raises(ValueError, match=r"objectives: ratio: .*unexpected keyword argument 'weigth'"):
+        small_net(objectives={"ratio": {"weigth": 0.1}})
+    with pytest.raises(ValueError, match="ratio: weight must be ≥ 0, got -1"):
+        small_net(objectives={"ratio": {"weight": -1}})
 
 
 def test_two_stage_model_adds_second_routing_and_trains_it():
-    model = small_model(("audio", "text", "video"), stages=2)
-    out = model(tiny_batch())
+    model, objectives = small_net(("audio", "text", "video"), backbone={"stages": 2})
+    out, terms = train_terms(model, objectives, tiny_batch())
     for m in ("audio", "text", "video"):
         fine, coarse = out.routing[m], out.routing[f"{m}_stage2"]
         assert coarse.residual.shape[0] == fine.chunks.num_tokens  # stage 2 routes the fine chunks
         assert coarse.chunks.num_tokens <= fine.chunks.num_tokens
         assert (coarse.chunks.lengths > 0).tolist() == (fine.chunks.lengths > 0).tolist()
-        assert torch.isfinite(out.losses[f"ratio_{m}_stage2"])
-    out.loss.backward()
+        assert torch.isfinite(terms[f"ratio_{m}_stage2"])
+    terms["total"].backward()
     grad = model.main.chunker.q_proj.weight.grad
     assert grad is not None and grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="backbone: kind must be 'chunk' or 'hrm', got 'rnn'"):
+        small_model(backbone={"kind": "rnn"})
+    with pytest.raises(ValueError, match=r"backbone: .*unexpected keyword argument 'stage'"):
+        small_model(backbone={"stage": 2})
 
 
 @pytest.mark.parametrize("stages, outer_mixer", [(1, "recurrent"), (1, "window"), (2, "recurrent")])
@@ -527,8 +578,7 @@ def test_backbone_matches_a_per_sequence_loop(stages, outer_mixer):
 
 
 def test_fixed_rate_baseline_keeps_every_token():
-    small = {m: {"depth": 1} for m in ("audio", "text")}
-    model = ChunkFusionModel(dim=32, embed_dim=16, main_depth=1, heads=2, encoders=small, chunking=False)
+    model = small_model(chunking=False)
     batch = tiny_batch()
     out = model({"audio": batch["audio"], "text": batch["text"]})
     assert out.routing["audio"].compression == 1.0 and out.routing["text"].compression == 1.0

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_model import tiny_batch
+from test_model import small_model, small_net, tiny_batch, train_terms
 
-from mmchunk.model import ChunkFusionModel
 from mmchunk.moe import MoEFeedForward, load_balance_loss
 
 
@@ -48,14 +47,17 @@ def test_balance_loss_is_minimal_when_balanced():
 
 
 def test_model_with_moe_stages_adds_balance_losses():
-    torch.manual_seed(0)
-    small = {m: {"depth": 1} for m in ("audio", "text", "video")}
-    moe = {"stages": ["outer", "inner"], "experts": 3, "top_k": 2, "weight": 0.05}
-    model = ChunkFusionModel(dim=32, embed_dim=16, main_depth=1, heads=2, encoders=small, moe=moe)
-    out = model(tiny_batch())
-    assert {"moe_audio", "moe_text", "moe_video"} <= set(out.losses)
-    assert all(torch.isfinite(v) and v > 0 for k, v in out.losses.items() if k.startswith("moe_"))
-    out.loss.backward()
+    moe = {"stages": ["outer", "inner"], "experts": 3, "top_k": 2}
+    model, objectives = small_net(
+        ("audio", "text", "video"), backbone={"moe": moe}, objectives={"moe": {"weight": 0.05}}
+    )
+    _, terms = train_terms(model, objectives, tiny_batch())
+    assert set(terms) == {"moe_audio", "moe_text", "moe_video", "total"}
+    assert all(torch.isfinite(v) and v > 0 for v in terms.values())
+    torch.testing.assert_close(
+        terms["total"], 0.05 * (terms["moe_audio"] + terms["moe_text"] + terms["moe_video"])
+    )
+    terms["total"].backward()
     assert model.main.inner[0].mlp.router.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="moe stages"):
-        ChunkFusionModel(dim=32, heads=2, encoders=small, moe={"stages": ["middle"]})
+        small_model(backbone={"moe": {"stages": ["middle"]}})

@@ -114,13 +114,13 @@ def test_identical_tokens_stay_unsplit_at_any_gain():
 
 
 def test_model_option_state_and_refusals():
-    m = ChunkFusionModel(dim=16, embed_dim=8, heads=2, main_depth=1, routing_gain=["audio"],
+    m = ChunkFusionModel(dim=16, embed_dim=8, heads=2, backbone={"depth": 1}, routing={"gain": ["audio"]},
                          encoders={"audio": {}, "text": {"depth": 1}})  # fmt: skip
     assert m.chunker.routing_gain.tolist() == [True, False, False]
     assert "chunker.routing_peak" in m.state_dict()
     with torch.no_grad():
         m.chunker.routing_peak[0] = 0.7
-    again = ChunkFusionModel(dim=16, embed_dim=8, heads=2, main_depth=1, routing_gain=["audio"],
+    again = ChunkFusionModel(dim=16, embed_dim=8, heads=2, backbone={"depth": 1}, routing={"gain": ["audio"]},
                              encoders={"audio": {}, "text": {"depth": 1}})  # fmt: skip
     again.load_state_dict(m.state_dict())
     assert float(again.chunker.routing_peak[0]) == pytest.approx(0.7)
@@ -128,10 +128,10 @@ def test_model_option_state_and_refusals():
         "chunker.routing_peak"
         not in ChunkFusionModel(dim=16, encoders={"audio": {}, "text": {}}).state_dict()
     )
-    with pytest.raises(ValueError, match="routing_gain: unknown modality 'smell'"):
-        ChunkFusionModel(dim=8, routing_gain=["smell"])
-    with pytest.raises(ValueError, match="routing_gain: a list of modality names, got the string 'audio'"):
-        ChunkFusionModel(dim=8, routing_gain="audio")
+    with pytest.raises(ValueError, match=r"routing\.gain: unknown modality 'smell'"):
+        ChunkFusionModel(dim=8, routing={"gain": ["smell"]})
+    with pytest.raises(ValueError, match=r"routing\.gain: a list of modality names, got the string 'audio'"):
+        ChunkFusionModel(dim=8, routing={"gain": "audio"})
     gained, _ = chunkers()
     with pytest.raises(ValueError, match="no routing windows, centring or gain"):
         gained.init_state(1, 4, torch.zeros(1, 5))
@@ -142,7 +142,7 @@ def test_windowed_recording_uses_the_whole_recording_peak(tmp_path):
     at a gain inside GAIN_RANGE (so the windowed peak must be the recording's), and the gain changes
     the boundaries (so the comparison can fail); a peak taken from one window alone differs."""
     path = recording(tmp_path / "a.flac", 20.0, 44_100)
-    m = model({"routing_gain": ["audio"]})
+    m = model({"routing": {"windows": {"audio": 2}, "gain": ["audio"]}})
     plain = one_pass_starts(m, path)  # no level measured yet: no gain
     wave, _ = decode_audio(path.read_bytes(), 16_000)
     with torch.no_grad():

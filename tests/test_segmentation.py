@@ -15,7 +15,7 @@ from mmchunk.segmentation import (
     random_boundaries,
     time_boundaries,
 )
-from tests.test_model import small_model, tiny_batch
+from tests.test_model import small_net, tiny_batch, train_terms
 
 
 def cu(lengths):
@@ -87,14 +87,14 @@ def test_chunker_with_imposed_boundaries_pools_and_dechunks_plainly():
 
 def test_model_with_fixed_audio_segmentation_trains_without_audio_ratio_loss():
     rule = {"audio": {"rule": "fixed", "frames_per_chunk": 2.5}}
-    model = small_model(("audio", "text", "video"), segmentation=rule)
-    out = model(tiny_batch())
+    model, objectives = small_net(("audio", "text", "video"), segmentation=rule)
+    out, terms = train_terms(model, objectives, tiny_batch())
     routing = out.routing["audio"]
     frames = model.encoders["audio"](tiny_batch()["audio"]).cu_seqlens.diff().tolist()
     expected = torch.cat([fixed_stride_boundaries(cu([n]), n, 2.5) for n in frames])
     assert torch.equal(routing.boundary_mask, expected)
-    assert "ratio_audio" not in out.losses and "ratio_text" in out.losses
-    out.loss.backward()
+    assert "ratio_audio" not in terms and "ratio_text" in terms
+    terms["total"].backward()
     assert model.encoders["audio"].proj.weight.grad.abs().sum() > 0
 
 
@@ -110,7 +110,7 @@ def test_model_with_vad_segmentation_cuts_at_the_vad_edges():
     model = ChunkFusionModel(
         dim=16,
         embed_dim=8,
-        main_depth=1,
+        backbone={"depth": 1},
         heads=2,
         encoders=small,
         segmentation={"audio": {"rule": "energy_vad"}},

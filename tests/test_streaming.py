@@ -25,9 +25,9 @@ AUDIO = {"depth": 2, "stem": "logmel", "band_mean": True, "frame_ms": 40.0, "win
 def causal_model(window: int = 2, **audio) -> ChunkFusionModel:
     """A causal audio path whose routing cuts often: a random (tied) routing projection."""
     torch.manual_seed(0)
-    model = ChunkFusionModel(dim=64, embed_dim=32, heads=2, main_depth=1,
+    model = ChunkFusionModel(dim=64, embed_dim=32, heads=2, backbone={"depth": 1},
                              encoders={"audio": {**AUDIO, **audio}, "text": {"depth": 1}},
-                             routing_windows={"audio": window}).eval()  # fmt: skip
+                             routing={"windows": {"audio": window}}).eval()  # fmt: skip
     with torch.no_grad():
         model.chunker.q_proj.weight.copy_(torch.randn(64, 64))
     return model
@@ -152,12 +152,12 @@ def test_non_causal_configurations_are_refused():
     torch.manual_seed(0)
     encoders = {"audio": AUDIO, "text": {"depth": 1}}
     centred = ChunkFusionModel(
-        dim=32, embed_dim=16, heads=2, main_depth=1, encoders=encoders, routing_center=["audio"]
+        dim=32, embed_dim=16, heads=2, backbone={"depth": 1}, encoders=encoders, routing={"center": ["audio"]}
     )
     with pytest.raises(ValueError, match="centre"):
         StreamingSegmenter(centred)
     gained = ChunkFusionModel(
-        dim=32, embed_dim=16, heads=2, main_depth=1, encoders=encoders, routing_gain=["audio"]
+        dim=32, embed_dim=16, heads=2, backbone={"depth": 1}, encoders=encoders, routing={"gain": ["audio"]}
     )
     with pytest.raises(ValueError, match="cannot scale the audio routing"):
         StreamingSegmenter(gained)

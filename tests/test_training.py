@@ -64,7 +64,7 @@ def test_fit_recipe_runs_and_saves_config(tmp_path):
         "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
         "--trainer.enable_progress_bar", "false",
         "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run),
-        "--model.dim", "32", "--model.embed_dim", "16", "--model.heads", "2", "--model.main_depth", "1",
+        "--model.dim", "32", "--model.embed_dim", "16", "--model.heads", "2", "--model.backbone.depth", "1",
         "--data.train", str(tmp_path / "data" / "train"), "--data.val", str(tmp_path / "data" / "val"),
         "--data.num_workers", "0", "--data.max_samples", "4",
     ])  # fmt: skip
@@ -87,11 +87,11 @@ def _tiny_fit(data: Path, run: Path, steps: int, *extra: str):
         "--trainer.max_steps", str(steps), "--trainer.val_check_interval", "2",
         "--trainer.enable_progress_bar", "false",
         "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run),
-        "--model.dim", "32", "--model.embed_dim", "16", "--model.heads", "2", "--model.main_depth", "1",
+        "--model.dim", "32", "--model.embed_dim", "16", "--model.heads", "2", "--model.backbone.depth", "1",
         "--model.max_steps", "5", "--model.warmup_steps", "2",  # the schedule of a 5-step run
         "--data.train", str(data / "train"), "--data.val", str(data / "val"),
         "--data.num_workers", "0", "--data.max_samples", "2",
-        "--model.ctc_clips", "1",  # the recipe's probe on a subset of each batch, as with 16 of 64
+        "--model.aligner.clips", "1",  # the recipe's probe on a subset of each batch, as with 16 of 64
         *extra,
     ])  # fmt: skip
 
@@ -126,9 +126,10 @@ def test_a_ctc_probe_changes_no_weight_of_the_model(straight_run, tmp_path):
     alignment on purpose): every weight outside the probe is the same bit for bit, and the probe
     trained. With the recipe's pause loss the routing weights move."""
     data, recipe = straight_run
-    probed = _tiny_fit(data, tmp_path / "p", 5, "--model.pause_weight", "0").lightning_module.state_dict()
-    without = "--model.ctc_weight", "0", "--model.ctc_probe", "false", "--model.ctc_clips", "null"
-    got = _tiny_fit(data, tmp_path, 5, *without, "--model.pause_weight", "0").lightning_module.state_dict()
+    no_pause = "--model.objectives.pause.weight", "0"
+    probed = _tiny_fit(data, tmp_path / "p", 5, *no_pause).lightning_module.state_dict()
+    without = "--model.objectives.ctc.weight", "0", "--model.aligner", "null"
+    got = _tiny_fit(data, tmp_path, 5, *without, *no_pause).lightning_module.state_dict()
     extra = {name for name in probed if name not in got}
     assert extra and all(name.startswith(("model.ctc_head.", "model.ctc_probe.")) for name in extra)
     for name in got:
@@ -140,13 +141,13 @@ def test_init_from_copies_every_tensor_the_model_shares(tmp_path):
     """A 2-stage model started from a 1-stage checkpoint: before fitting (`setup("fit")`, not for
     validation) every tensor of the checkpoint is copied bit for bit, the second stage's routing keeps
     its own initial weights, and a model of another width is a one-line error naming the tensor."""
-    small = {"dim": 32, "embed_dim": 16, "heads": 2, "main_depth": 1}
+    small = {"dim": 32, "embed_dim": 16, "heads": 2, "backbone": {"depth": 1}}
     torch.manual_seed(1)
     trained = AudioTextModule(**small).state_dict()
     path = tmp_path / "one_stage.ckpt"
     torch.save({"state_dict": trained, "hyper_parameters": small}, path)
     torch.manual_seed(2)
-    module = AudioTextModule(**small, stages=2, init_from=str(path))
+    module = AudioTextModule(**{**small, "backbone": {"depth": 1, "stages": 2}}, init_from=str(path))
     before = {name: value.clone() for name, value in module.state_dict().items()}
     module.setup("validate")
     assert all(torch.equal(module.state_dict()[name], value) for name, value in before.items())
@@ -227,7 +228,7 @@ def test_heuristic_baselines():
 def test_full_pipeline_writes_reports(tmp_path):
     from mmchunk.pipeline import demo_targets, format_summary, run_pipeline
 
-    tiny = ["--model.dim=32", "--model.embed_dim=16", "--model.heads=2", "--model.main_depth=1"]
+    tiny = ["--model.dim=32", "--model.embed_dim=16", "--model.heads=2", "--model.backbone.depth=1"]
     steps = ["--trainer.max_steps=2", "--trainer.val_check_interval=2"]
     quiet = ["--trainer.enable_progress_bar=false", "--data.num_workers=0", "--data.max_samples=4"]
     scores = run_pipeline(tmp_path, num=10, val=4, extra=tiny + steps + quiet)
@@ -293,7 +294,7 @@ def test_one_step_count_and_help_and_short_errors(capsys):
 
     from mmchunk.training import AudioTextModule
 
-    module = AudioTextModule(dim=32, embed_dim=16, heads=2, main_depth=1, warmup_steps=2)
+    module = AudioTextModule(dim=32, embed_dim=16, heads=2, backbone={"depth": 1}, warmup_steps=2)
     factors = {}
     for steps in (10, -1):  # the trainer's max_steps sets the decay; none: no decay
         module._trainer = SimpleNamespace(max_steps=steps)
@@ -324,7 +325,7 @@ def test_a_run_shorter_than_the_validation_interval_validates_at_its_end(tmp_pat
     run_fit([
         "--config", str(RECIPE), "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false",
         "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run),
-        "--model.dim", "32", "--model.embed_dim", "16", "--model.heads", "2", "--model.main_depth", "1",
+        "--model.dim", "32", "--model.embed_dim", "16", "--model.heads", "2", "--model.backbone.depth", "1",
         "--data.train", str(data / "train"), "--data.val", str(data / "val"), "--data.max_samples", "2",
         "--data.use_video", "false",
     ])  # fmt: skip
