@@ -582,3 +582,10 @@ def test_fixed_rate_baseline_keeps_every_token():
     batch = tiny_batch()
     out = model({"audio": batch["audio"], "text": batch["text"]})
     assert out.routing["audio"].compression == 1.0 and out.routing["text"].compression == 1.0
+
+
+def test_objective_options_that_are_not_a_mapping_are_one_line_errors():
+    with pytest.raises(
+        ValueError, match=r"objectives: ratio: options must be a mapping, e\.g\. \{weight: 0\.5\}, got 0\.2"
+    ):
+        small_net(objectives={"ratio": 0.2})

@@ -80,6 +80,10 @@ class Objectives(nn.ModuleDict):
         super().__init__()
         for name, options in (DEFAULT_OBJECTIVES if spec is None else spec).items():
             cls = objective_class(name)
+            if not isinstance(options, Mapping | None):
+                raise ValueError(
+                    f"objectives: {name}: options must be a mapping, e.g. {{weight: 0.5}}, got {options!r}"
+                )
             try:
                 objective = cls(**dict(options or {}))
             except TypeError as exc:
