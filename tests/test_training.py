@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mmchunk.data.synth import synth_corpus
-from mmchunk.evaluation import ValidationAccumulator, fraction_inside
+from mmchunk.evaluation import ValidationAccumulator, fraction_inside, merge_accumulators
 from mmchunk.training import AudioTextModule, ShardDataModule, run_fit
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "audio_text" / "demo_cpu.yaml"
@@ -52,6 +52,45 @@ def test_accumulator_scores_boundaries_against_words_and_phones_by_hand():
     assert scores["fixed_boundary_precision_50ms"] == pytest.approx(1 / 3)  # 1.52 ↔ 1.5
     assert scores["fixed_boundary_f1_50ms"] == pytest.approx(0.4)
     assert 0.0 <= scores["random_boundary_f1_50ms"] <= 1.0
+
+
+def test_merged_accumulators_score_as_one_pass_over_every_clip():
+    """Clips scored by two ranks (shards split as `split_shards` does, batches of their own) and
+    merged give one process's figures, with every clip's word starts still beside its own words."""
+    from mmchunk.chunker import DynamicChunker
+    from mmchunk.ragged import Ragged
+
+    torch.manual_seed(0)
+    n = 7
+    emb = torch.nn.functional.normalize(torch.randn(n, 8), dim=-1)
+    text = torch.nn.functional.normalize(emb + 0.8 * torch.randn(n, 8), dim=-1)
+    lengths = [30 + 5 * i for i in range(n)]
+    feats = [torch.randn(t, 4) for t in lengths]
+    words = [[{"start": 0.2 + 0.1 * i}, {"start": 0.3 + 0.1 * i}] for i in range(n)]  # 100 ms apart per clip
+    metas = [{"_seconds": t * 0.04, "_order": [i // 4, i % 4], "words": words[i], "silences": [[0.0, 0.1]]}
+             for i, t in enumerate(lengths)]  # fmt: skip
+    chunker = DynamicChunker(4)
+
+    def add(acc, rows):
+        starts = [torch.arange(lengths[i]) * 0.04 for i in rows]
+        x = Ragged.from_list([feats[i] for i in rows], t_start=starts, t_end=[t + 0.04 for t in starts])
+        with torch.no_grad():
+            placed = [[w["start"] for w in words[i]] for i in rows]  # an aligner that places every word
+            acc.update(emb[rows], text[rows], {"audio": chunker(x)}, [metas[i] for i in rows], None, placed)
+
+    one = ValidationAccumulator({"audio": 0.04})
+    for rows in ([0, 1, 2], [3, 4], [5, 6]):
+        add(one, rows)
+    ranks = [ValidationAccumulator({"audio": 0.04}) for _ in range(2)]
+    for rank, batches in ((0, ([0, 1], [2, 3])), (1, ([5], [4, 6]))):  # out of order within a rank too
+        for rows in batches:
+            add(ranks[rank], rows)
+    merged, expected = merge_accumulators(ranks).compute(), one.compute()
+    assert merged.keys() == expected.keys() and expected["align_within_50ms"] == 1.0  # by hand
+    assert merge_accumulators(ranks).metas == one.metas  # the clips in one process's order
+    for key, value in expected.items():
+        assert merged[key] == pytest.approx(value, abs=1e-6), key
+    assert merge_accumulators([ValidationAccumulator(), ValidationAccumulator()]).clips == 0
 
 
 def test_fit_recipe_runs_and_saves_config(tmp_path):
